@@ -1,0 +1,28 @@
+# Each target builds its own virtual environment, so a fresh clone needs only Python 3.11.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint fuzz clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned, so no dependency can pull a newer (CUDA) build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lpimg demo
+
+test: $(STAMP)
+	$(BIN)/ruff check lpimg tests examples fuzz
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check lpimg tests examples fuzz
+
+clean:
+	rm -rf $(VENV) build *.egg-info

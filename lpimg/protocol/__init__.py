@@ -1,0 +1,1 @@
+"""lpimg.protocol"""
