@@ -1,0 +1,257 @@
+"""The learned transforms: an INT8 analysis transform for the device, a float synthesis for the server.
+
+The analysis transform uses only what the K210 KPU accelerates (3x3 convolutions, stride 1 or 2,
+ReLU, 8-bit everything) and keeps every layer's int8 input plus output under 2 MiB at 320x240. The
+synthesis transform runs on the server and is free to be larger; it is trained on latents whose low
+bitplanes are missing (see :func:`truncated_latents`), so every prefix of layers decodes well.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lpimg.codec.quant import ACT_QMAX, LATENT_QMAX, QConv, integer_conv
+
+DOWNSCALE = 16  # one latent position covers 16x16 pixels
+NUM_PLANES = 7  # |q| <= 127
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters; stored with the weights so a checkpoint rebuilds itself."""
+
+    enc_channels: tuple[int, ...] = (64, 96, 96, 96, 96)
+    latent_channels: int = 96
+    dec_channels: int = 96
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        d = dict(d)
+        d["enc_channels"] = tuple(d["enc_channels"])
+        return cls(**d)
+
+
+class Analysis(nn.Module):
+    """Image (uint8 RGB scaled to [0, 1]) -> latent y at 1/16 resolution, int8 semantics."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        c1, c2, c3, c4, c5 = cfg.enc_channels
+        # strides 2,2,1,2,1,2 = 16x; the stride-1 layers sit where feature maps are small enough
+        self.layers = nn.ModuleList([
+            QConv(3, c1, 3, 2),
+            QConv(c1, c2, 3, 2),
+            QConv(c2, c3, 3, 1),
+            QConv(c3, c4, 3, 2),
+            QConv(c4, c5, 3, 1),
+            QConv(c5, cfg.latent_channels, 3, 2, relu=False, fixed_out_scale=1.0),
+        ])
+        self.quantize = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantize:
+            x = torch.fake_quantize_per_tensor_affine(x, 1.0 / 255.0, 0, 0, 255)
+        for layer in self.layers:
+            x = layer(x, self.quantize)
+        return x
+
+    def set_calibrating(self, on: bool) -> None:
+        for layer in self.layers:
+            layer.calibrating = on
+
+    @torch.no_grad()
+    def integer_forward(self, x_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW image -> int latents, with the deployed integer arithmetic."""
+        x = x_u8.to(torch.float64)
+        scale = 1.0 / 255.0
+        for layer in self.layers:
+            if layer.relu:
+                x = integer_conv(x, layer, scale, out_min=0, out_max=ACT_QMAX)
+                scale = float(layer.out_scale)
+            else:
+                x = integer_conv(x, layer, scale, out_min=-128, out_max=127)
+        return torch.clamp(x, -LATENT_QMAX, LATENT_QMAX).to(torch.int32)
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalization (inverse when ``inverse``); server side only."""
+
+    def __init__(self, channels: int, inverse: bool = False) -> None:
+        super().__init__()
+        self.inverse = inverse
+        self.beta = nn.Parameter(torch.ones(channels))
+        self.gamma = nn.Parameter(0.1 * torch.eye(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        beta = F.softplus(self.beta) + 1e-4
+        gamma = F.relu(self.gamma)
+        norm = F.conv2d(x * x, gamma[:, :, None, None], beta)
+        norm = torch.sqrt(torch.clamp(norm, min=1e-6))
+        return x * norm if self.inverse else x / norm
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.c2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.c2(F.leaky_relu(self.c1(F.leaky_relu(x, 0.1)), 0.1))
+
+
+class Synthesis(nn.Module):
+    """Latents (unknown low bits filled with expectations) -> RGB in [0, 1]. Server side, float.
+
+    Capacity sits at low resolution (residual blocks at 1/16 and 1/8), where it is cheap;
+    sub-pixel convolutions upsample. IGDN follows each upsampling, as in Balle et al.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        n, m = cfg.dec_channels, cfg.latent_channels
+        chans = [n, n, 2 * n // 3, n // 2]
+        self.head = nn.Sequential(nn.Conv2d(m, n, 3, padding=1), ResBlock(n), ResBlock(n))
+        self.up = nn.ModuleList()
+        for i in range(3):
+            cin, cout = chans[i], chans[i + 1]
+            self.up.append(nn.Sequential(
+                nn.Conv2d(cin, cout * 4, 3, padding=1), nn.PixelShuffle(2), GDN(cout, inverse=True),
+            ))
+        self.mid = ResBlock(chans[1])
+        self.tail = nn.Sequential(nn.Conv2d(chans[3], 3 * 4, 3, padding=1), nn.PixelShuffle(2))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        x = self.head(y)
+        for i, up in enumerate(self.up):
+            x = up(x)
+            if i == 0:
+                x = self.mid(x)
+        return self.tail(x) + 0.5
+
+
+class FactorizedDensity(nn.Module):
+    """Per-channel learned density of the latents (Balle et al. 2018 style cumulative network).
+
+    During training it gives the rate term; after training it is tabulated into the integer
+    tables the bitplane coder uses (:mod:`lpimg.codec.tables`), which is what makes encoder and
+    decoder agree bit for bit.
+    """
+
+    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 10.0):
+        super().__init__()
+        dims = (1, *filters, 1)
+        scale = init_scale ** (1 / (len(dims) - 1))
+        self.matrices = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.factors = nn.ParameterList()
+        for i in range(len(dims) - 1):
+            init = math.log(math.expm1(1 / scale / dims[i + 1]))
+            self.matrices.append(nn.Parameter(torch.full((channels, dims[i + 1], dims[i]), init)))
+            self.biases.append(nn.Parameter(torch.rand(channels, dims[i + 1], 1) - 0.5))
+            if i < len(dims) - 2:
+                self.factors.append(nn.Parameter(torch.zeros(channels, dims[i + 1], 1)))
+
+    def _logits_cdf(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (mat, bias) in enumerate(zip(self.matrices, self.biases, strict=True)):
+            x = torch.matmul(F.softplus(mat), x) + bias
+            if i < len(self.factors):
+                x = x + torch.tanh(self.factors[i]) * torch.tanh(x)
+        return x
+
+    def likelihood(self, y: torch.Tensor) -> torch.Tensor:
+        """P(round(y)) per element, y of shape (B, C, H, W) (continuous relaxation in training)."""
+        b, c, h, w = y.shape
+        v = y.permute(1, 0, 2, 3).reshape(c, 1, -1)
+        lower = self._logits_cdf(v - 0.5)
+        upper = self._logits_cdf(v + 0.5)
+        sign = -torch.sign(lower + upper).detach()
+        lik = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+        lik = torch.clamp(lik, min=1e-9)
+        return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)
+
+    def pmf_table(self, qmax: int = LATENT_QMAX) -> torch.Tensor:
+        """(C, 2*qmax+1) probabilities of the integers -qmax..qmax."""
+        c = self.matrices[0].shape[0]
+        v = torch.arange(-qmax, qmax + 1, dtype=torch.float32)
+        v = v[None, None, :].expand(c, 1, -1)
+        lower = self._logits_cdf(v - 0.5)
+        upper = self._logits_cdf(v + 0.5)
+        sign = -torch.sign(lower + upper)
+        pmf = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))[:, 0, :]
+        pmf = torch.clamp(pmf, min=1e-9)
+        return pmf / pmf.sum(dim=1, keepdim=True)
+
+
+def interval_expectation(
+    pmf: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, channel: torch.Tensor,
+) -> torch.Tensor:
+    """E[v | lo <= v <= hi] under each element's channel pmf (values in -qmax..qmax).
+
+    ``lo``/``hi``/``channel`` are integer tensors of one shape; pmf is (C, 2*qmax+1).
+    Shared by training (so the decoder learns on the very inputs it will see) and decoding.
+    """
+    qmax = (pmf.shape[1] - 1) // 2
+    vals = torch.arange(-qmax, qmax + 1, dtype=pmf.dtype, device=pmf.device)
+    zero = torch.zeros(pmf.shape[0], 1, dtype=pmf.dtype, device=pmf.device)
+    cum = torch.cat([zero, torch.cumsum(pmf, 1)], 1)
+    cumv = torch.cat([zero, torch.cumsum(pmf * vals, 1)], 1)
+    a = (lo + qmax).long()
+    b = (hi + qmax + 1).long()
+    ch = channel.long()
+    mass = cum[ch, b] - cum[ch, a]
+    moment = cumv[ch, b] - cumv[ch, a]
+    mid = (lo + hi).to(pmf.dtype) / 2
+    return torch.where(mass > 1e-12, moment / torch.clamp(mass, min=1e-12), mid)
+
+
+def known_interval(
+    q: torch.Tensor, passes: torch.Tensor, top_plane: torch.Tensor | int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The interval [lo, hi] each latent integer is known to lie in after ``passes`` passes.
+
+    Pass order (normative, spec/PROTOCOL.md "Layers and the codec"): pass 0 is the significance
+    pass of the top plane T; then for p = T-1 .. 0 a significance pass (is |q| >= 2^p? plus the
+    sign of each newly significant element) followed by a refinement pass (bit p of the elements
+    that were already significant). 2T+1 passes in all. ``passes`` and ``top_plane`` broadcast
+    against ``q``.
+    """
+    n = torch.as_tensor(passes, dtype=torch.int64)
+    t = torch.as_tensor(top_plane, dtype=torch.int64)
+    mag = q.abs().to(torch.int64)
+    sig_done = torch.where(n > 0, 1 + torch.div(n, 2, rounding_mode="floor"), torch.zeros_like(n))
+    ref_done = torch.where(n > 0, torch.div(n - 1, 2, rounding_mode="floor"), torch.zeros_like(n))
+    sig_plane = t + 1 - sig_done  # lowest plane whose significance test has been sent
+    ref_plane = t - ref_done  # lowest plane refined for elements significant above it
+    thresh = torch.pow(2, sig_plane)
+    significant = mag >= thresh
+    lead = torch.floor(torch.log2(torch.clamp(mag, min=1).to(torch.float64))).to(torch.int64)
+    low = torch.clamp(torch.minimum(lead, ref_plane), min=0)
+    step = torch.pow(2, low)
+    lo_mag = torch.div(mag, step, rounding_mode="floor") * step
+    hi_mag = lo_mag + step - 1
+    neg = q < 0
+    lo = torch.where(neg, -hi_mag, lo_mag)
+    hi = torch.where(neg, -lo_mag, hi_mag)
+    lo = torch.where(significant, lo, 1 - thresh)
+    hi = torch.where(significant, hi, thresh - 1)
+    return lo, hi
+
+
+class Codec(nn.Module):
+    """Analysis + density + synthesis: the trainable whole."""
+
+    def __init__(self, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or ModelConfig()
+        self.analysis = Analysis(self.cfg)
+        self.density = FactorizedDensity(self.cfg.latent_channels)
+        self.synthesis = Synthesis(self.cfg)

@@ -1,0 +1,214 @@
+"""Training of the codec: resumable, quantization-aware and progressive.
+
+Why it looks like this:
+- *Resumable with an identical schedule*: the learning rate, the QAT phases and every random
+  crop are functions of the iteration number and the seed, so ``--resume`` continues exactly the
+  run that was interrupted, and several 2.5-hour runs add up to one long run.
+- *Quantization-aware*: after a float warm-up the analysis transform trains through the same
+  int8 fake quantization it is deployed with; activation ranges are calibrated, then frozen.
+- *Progressive*: each sample is decoded from a random prefix of its bitplane passes (unknown low
+  bits filled with their conditional expectation, as the real decoder does), so every layer
+  boundary decodes well, not only the full stream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_msssim import ms_ssim
+
+from lpimg.codec.model import Codec, ModelConfig, interval_expectation, known_interval
+from lpimg.codec.quant import LATENT_QMAX
+from lpimg.errors import CodecError
+
+# 4 scales and a 7-tap window, so 128 px training patches are large enough for MS-SSIM
+MSSSIM_WEIGHTS_4 = torch.tensor([0.0448, 0.2856, 0.3001, 0.2363])
+
+
+@dataclass
+class TrainConfig:
+    data: list[str] = field(default_factory=lambda: ["../shared/data/train"])
+    out: str = "runs/default"
+    iterations: int = 30_000
+    batch: int = 8
+    patch: int = 128
+    lr: float = 2e-4
+    lmbda: float = 40.0  # weight of the distortion (1 - MS-SSIM + mse_weight * MSE) against bpp
+    mse_weight: float = 8.0
+    qat_start: float = 0.05  # fraction of the schedule run in float before fake quantization
+    calib_end: float = 0.5  # activation ranges frozen after this fraction
+    prefix_span: int = 11  # train on the last ``prefix_span`` pass-prefixes (plus the full stream)
+    seed: int = 0
+    threads: int = 2
+    checkpoint_every: int = 1000
+    model: dict = field(default_factory=lambda: ModelConfig().to_dict())
+
+    def lr_at(self, it: int) -> float:
+        """Warm-up, plateau, then cosine decay over the last 30 %."""
+        warm = 1000
+        if it < warm:
+            return self.lr * (it + 1) / warm
+        decay_start = int(0.7 * self.iterations)
+        if it < decay_start:
+            return self.lr
+        frac = (it - decay_start) / max(1, self.iterations - decay_start)
+        return self.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def load_training_images(roots: list[str], min_side: int = 128) -> list[np.ndarray]:
+    """Every image under the roots, as uint8 HxWx3. Kodak is evaluation-only and refused."""
+    paths: list[Path] = []
+    for root in roots:
+        if "kodak" in str(root).lower():
+            raise CodecError("refusing to train on Kodak: it is the evaluation set")
+        paths += sorted(
+            p for p in Path(root).rglob("*")
+            if p.suffix.lower() in {".jpg", ".jpeg", ".png"} and "kodak" not in str(p).lower()
+        )
+    if not paths:
+        raise CodecError(f"no training images found under {roots}")
+    images = []
+    for p in paths:
+        with Image.open(p) as im:
+            arr = np.asarray(im.convert("RGB"))
+        if min(arr.shape[:2]) >= min_side:
+            images.append(arr)
+    return images
+
+
+def sample_batch(images: list[np.ndarray], rng: np.random.Generator, batch: int, patch: int) -> torch.Tensor:
+    out = np.empty((batch, patch, patch, 3), dtype=np.uint8)
+    for i in range(batch):
+        img = images[rng.integers(len(images))]
+        h, w = img.shape[:2]
+        y = rng.integers(0, h - patch + 1)
+        x = rng.integers(0, w - patch + 1)
+        crop = img[y:y + patch, x:x + patch]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        out[i] = crop
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
+
+
+def top_planes(q: torch.Tensor) -> torch.Tensor:
+    """Per-sample index of the highest non-empty magnitude bitplane (shape B,1,1,1)."""
+    peak = q.abs().flatten(1).amax(1).clamp(min=1)
+    return torch.floor(torch.log2(peak)).long()[:, None, None, None]
+
+
+def progressive_latents(
+    y: torch.Tensor, pmf: torch.Tensor, rng: np.random.Generator, span: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round y, keep a random prefix of passes per sample, fill the rest with expectations.
+
+    Returns the decoder input (straight-through to y) and the number of passes kept.
+    """
+    q = torch.clamp(torch.round(y.detach()), -LATENT_QMAX, LATENT_QMAX)
+    top = top_planes(q)
+    full = 2 * top + 1
+    drop = torch.from_numpy(rng.integers(0, span + 1, size=(y.shape[0], 1, 1, 1)))
+    passes = torch.clamp(full - drop, min=1)
+    lo, hi = known_interval(q, passes, top)
+    channel = torch.arange(y.shape[1])[None, :, None, None].expand_as(q)
+    y_hat = interval_expectation(pmf, lo, hi, channel).to(y.dtype)
+    return y + (y_hat - y).detach(), passes
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export_weights(model: Codec, path: Path, meta: dict) -> None:
+    """The shipped form: float32 analysis (int8 values are derived exactly), fp16 synthesis."""
+    state = {}
+    for k, v in model.state_dict().items():
+        state[k] = v.half() if k.startswith("synthesis.") and v.is_floating_point() else v
+    _save_atomic({"config": model.cfg.to_dict(), "state": state, "meta": meta}, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    model = Codec(ModelConfig.from_dict(cfg.model))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start = 0
+    if resume:
+        if not ckpt_path.exists():
+            raise CodecError(f"--resume given but {ckpt_path} does not exist")
+        ck = torch.load(ckpt_path, weights_only=False)
+        saved = TrainConfig(**ck["train_config"])
+        if asdict(saved) != asdict(cfg):
+            cfg = saved  # the schedule belongs to the run, not to today's command line
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start = ck["iteration"]
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    images = load_training_images(cfg.data, cfg.patch)
+    log = open(out / "log.jsonl", "a")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.iterations, initial=start, desc="train", dynamic_ncols=True)
+    model.train()
+    ema: dict[str, float] = {}
+    t0 = time.time()
+    for it in range(start, cfg.iterations):
+        rng = np.random.default_rng([cfg.seed, it])
+        model.analysis.quantize = it >= int(cfg.qat_start * cfg.iterations)
+        model.analysis.set_calibrating(it < int(cfg.calib_end * cfg.iterations))
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr_at(it)
+        x = sample_batch(images, rng, cfg.batch, cfg.patch)
+        y = model.analysis(x)
+        noise = torch.from_numpy(rng.uniform(-0.5, 0.5, size=y.shape).astype(np.float32))
+        lik = model.density.likelihood(y + noise)
+        bpp = -torch.log2(lik).sum() / (x.shape[0] * x.shape[2] * x.shape[3])
+        with torch.no_grad():
+            pmf = model.density.pmf_table().double()
+        y_dec, _ = progressive_latents(y, pmf, rng, cfg.prefix_span)
+        x_hat = model.synthesis(y_dec)
+        mse = torch.mean((x_hat - x) ** 2)
+        msssim = ms_ssim(
+            x_hat.clamp(0, 1), x, data_range=1.0, size_average=True, win_size=7,
+            weights=MSSSIM_WEIGHTS_4,
+        )
+        loss = cfg.lmbda * (1 - msssim + cfg.mse_weight * mse) + bpp
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        stats = {
+            "loss": loss.item(), "bpp": bpp.item(), "msssim": msssim.item(),
+            "psnr": float(-10 * torch.log10(mse.detach().clamp(min=1e-10))),
+        }
+        for k, v in stats.items():
+            ema[k] = v if k not in ema else 0.98 * ema[k] + 0.02 * v
+        if bar is not None:
+            bar.update(1)
+            if it % 20 == 0:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()})
+        if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
+            log.write(json.dumps({"iteration": it + 1, "elapsed_s": time.time() - t0, **ema}) + "\n")
+            log.flush()
+            _save_atomic({
+                "train_config": asdict(cfg), "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "iteration": it + 1,
+            }, ckpt_path)
+    if bar is not None:
+        bar.close()
+    final = out / "final.pt"
+    export_weights(model, final, {"iterations": cfg.iterations, "train_config": asdict(cfg)})
+    return final
