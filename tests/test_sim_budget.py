@@ -44,7 +44,8 @@ def test_bad_duty_cycle_settings(fraction: float, bands: int) -> None:
 
 
 def test_ttn_fair_use_defaults() -> None:
-    assert TTN_FAIR_USE == FairUsePolicy(30.0, 10, 86_400.0)
+    policy = TTN_FAIR_USE
+    assert (policy.uplink_airtime_s, policy.downlinks, policy.window_s) == (30.0, 10, 86_400.0)
 
 
 def test_fair_use_defers_to_the_next_window_when_a_full_frame_no_longer_fits() -> None:
