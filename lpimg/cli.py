@@ -1,11 +1,24 @@
-"""The ``lpimg`` command line."""
+"""The ``lpimg`` command line.
+
+Each sub-command is a thin wrapper: argument parsing here, the work in the library, so everything
+the CLI does is also one import away for gateway and device code.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import warnings
+from pathlib import Path
 
 from lpimg.errors import LpimgError
+
+
+def _codec(args: argparse.Namespace):  # noqa: ANN202
+    from lpimg.codec.pipeline import LearnedCodec
+
+    return LearnedCodec.load(args.model)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -21,9 +34,136 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_release(args: argparse.Namespace) -> int:
+    from lpimg.codec.pipeline import LearnedCodec
+    from lpimg.codec.release import fit_tables, load_trained_model, write_release
+
+    model = load_trained_model(args.checkpoint)
+    tables = fit_tables(model, args.data, max_images=args.max_images, progress=not args.quiet)
+    out = write_release(model, tables, args.out, {"source": str(args.checkpoint),
+                                                  "data": args.data})
+    codec = LearnedCodec.load(out)
+    print(f"{out}: model id {codec.model_id:#06x}, {out.stat().st_size / 1e6:.2f} MB")
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from lpimg.codec import container
+    from lpimg.codec.image import load_image
+
+    codec = _codec(args)
+    image = load_image(args.input)
+    enc = codec.encoder(image)
+    layers = enc.encode_all(args.layers)
+    container.write(args.output, enc.header, layers)
+    total = Path(args.output).stat().st_size
+    bpp = 8 * total / (image.shape[0] * image.shape[1])
+    print(f"{args.output}: {len(layers)} layers, {total} bytes, {bpp:.3f} bpp")
+    return 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from lpimg.codec import container
+
+    header, layers = container.read(args.input)
+    codec = _codec(args)
+    dec = codec.decoder(header)
+    for spec, data in layers:
+        dec.apply(spec, data)
+    Image.fromarray(dec.reconstruct()).save(args.output)
+    print(f"{args.output}: {header.width}x{header.height} from {len(layers)} layers")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from lpimg.codec import container
+    from lpimg.codec.bitplane import pass_kind
+
+    header, layers = container.read(args.input)
+    rows = []
+    cumulative = 0
+    for i, (spec, data) in enumerate(layers):
+        kind, plane = pass_kind(spec.index, header.top_plane)
+        cumulative += len(data)
+        r = spec.region
+        rows.append({
+            "layer": i, "pass": spec.index, "kind": kind, "plane": plane,
+            "region": None if r is None else [r.x, r.y, r.w, r.h],
+            "bytes": len(data), "cumulative_bytes": cumulative,
+            "cumulative_bpp": 8 * cumulative / (header.width * header.height),
+        })
+    info = {"model_id": header.model_id, "width": header.width, "height": header.height,
+            "top_plane": header.top_plane, "total_passes": header.total_passes,
+            "layers": rows, "file_bytes": Path(args.input).stat().st_size}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{args.input}: {header.width}x{header.height}, model {header.model_id:#06x}, "
+          f"top plane {header.top_plane}, {len(layers)}/{header.total_passes} passes, "
+          f"{info['file_bytes']} bytes")
+    print(f"{'layer':>5} {'pass':>4} {'kind':>4} {'plane':>5} {'bytes':>7} {'cum':>7} {'bpp':>6}  region")
+    for r in rows:
+        region = "whole" if r["region"] is None else "x{},y{} {}x{}".format(*r["region"])
+        print(f"{r['layer']:>5} {r['pass']:>4} {r['kind']:>4} {r['plane']:>5} {r['bytes']:>7} "
+              f"{r['cumulative_bytes']:>7} {r['cumulative_bpp']:>6.3f}  {region}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from lpimg.codec.export import export_onnx
+    from lpimg.codec.intref import IntegerAnalysis
+
+    codec = _codec(args)
+    if args.onnx:
+        print(f"QDQ INT8 ONNX analysis transform written to {export_onnx(codec.model.analysis, args.onnx)}")
+    if args.npz:
+        IntegerAnalysis.from_model(codec.model.analysis).save(args.npz)
+        print(f"integer weights, biases and scales written to {args.npz}")
+    if not (args.onnx or args.npz):
+        raise LpimgError("nothing to export: give --onnx PATH and/or --npz PATH")
+    return 0
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"size must look like 320x240, not {text!r}") from exc
+
+
+def _cmd_device_check(args: argparse.Namespace) -> int:
+    from lpimg.codec.device_check import check
+
+    codec = _codec(args)
+    report = check(codec.model.analysis, *args.size)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"K210 check at {report['size']} ({report['tiles']} tile(s) of {report['tile_input']})")
+        print(f"{'#':>2} {'op':<7} {'k':>1} {'s':>1} {'in':>14} {'out':>14} {'io B':>9} "
+              f"{'weights':>8} {'MACs':>12}  ok")
+        for lay in report["layers"]:
+            print(f"{lay['index']:>2} {lay['op']:<7} {lay['kernel']:>1} {lay['stride']:>1} "
+                  f"{'x'.join(map(str, lay['input_shape'])):>14} "
+                  f"{'x'.join(map(str, lay['output_shape'])):>14} {lay['io_bytes']:>9} "
+                  f"{lay['weight_bytes']:>8} {lay['macs']:>12}  {'yes' if lay['ok'] else 'NO'}")
+        print(f"total MACs {report['total_macs']:,}  weights {report['weight_bytes']:,} B  "
+              f"KPU estimate {report['kpu_time_ms_est']:.1f} ms at 230 GOPS")
+        print("PASS" if report["pass"] else "FAIL: " + "; ".join(report["problems"]))
+    return 0 if report["pass"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lpimg", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lpimg", description="Progressive learned image "
+                                     "transfer over LPWAN links.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_model(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--model", default="lpimg-b1", help="shipped model name or weights path")
+        return p
 
     p = sub.add_parser("train", help="train the codec (resumable)")
     p.add_argument("--data", nargs="+", default=["../shared/data/train"])
@@ -39,6 +179,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("release", help="fit integer tables and write shippable weights")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", nargs="+", default=["../shared/data/train"])
+    p.add_argument("--max-images", type=int, default=400)
+    p.add_argument("--out", default="lpimg/codec/weights/lpimg-b1.pt")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_release)
+
+    p = with_model(sub.add_parser("encode", help="picture -> .lpi"))
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--layers", type=int, default=None, help="keep only the first K layers")
+    p.set_defaults(func=_cmd_encode)
+
+    p = with_model(sub.add_parser("decode", help=".lpi -> picture (whatever layers it holds)"))
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=_cmd_decode)
+
+    p = sub.add_parser("info", help="layers and bytes of an .lpi")
+    p.add_argument("input")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_info)
+
+    p = with_model(sub.add_parser("export", help="INT8 analysis transform for devices"))
+    p.add_argument("--onnx", help="QDQ INT8 ONNX model path")
+    p.add_argument("--npz", help="integer weights for the numpy reference / a C port")
+    p.set_defaults(func=_cmd_export)
+
+    p = with_model(sub.add_parser("device-check", help="does the encoder fit a K210 KPU?"))
+    p.add_argument("--size", type=_parse_size, default=(320, 240))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_device_check)
+
+    from lpimg.bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -46,10 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            return int(args.func(args) or 0)
     except LpimgError as exc:
         print(f"lpimg: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("lpimg: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -70,11 +70,11 @@ class Analysis(nn.Module):
     @torch.no_grad()
     def integer_forward(self, x_u8: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW image -> int latents, with the deployed integer arithmetic."""
-        x = x_u8.to(torch.float64)
+        x = x_u8.to(torch.int64)
         scale = 1.0 / 255.0
         for layer in self.layers:
             if layer.relu:
-                x = integer_conv(x, layer, scale, out_min=0, out_max=ACT_QMAX)
+                x = integer_conv(x, layer, scale, out_min=0, out_max=ACT_QMAX).to(torch.int64)
                 scale = float(layer.out_scale)
             else:
                 x = integer_conv(x, layer, scale, out_min=-128, out_max=127)

@@ -156,7 +156,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         start = ck["iteration"]
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     images = load_training_images(cfg.data, cfg.patch)
-    log = open(out / "log.jsonl", "a")
+    log = open(out / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run, closed at the end)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -209,6 +209,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             }, ckpt_path)
     if bar is not None:
         bar.close()
+    log.close()
     final = out / "final.pt"
     export_weights(model, final, {"iterations": cfg.iterations, "train_config": asdict(cfg)})
     return final

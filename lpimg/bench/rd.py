@@ -1,0 +1,221 @@
+"""``lpimg bench rd``: rate-distortion of lpimg's layer prefixes against Pillow's codecs.
+
+lpimg points are grouped by *absolute* pass (plane and kind), not by layer number, because an
+image whose top plane is lower simply has fewer layers: "everything down to the significance pass
+of plane 2" means the same quantizer for every image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lpimg.bench.baselines import BASELINES, decode
+from lpimg.bench.metrics import bd_rate, bpp, msssim, msssim_db, psnr
+from lpimg.errors import LpimgError
+
+BD_RANGE = (0.03, 0.6)
+
+
+def _images(folder: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
+    from lpimg.codec.image import load_image
+
+    paths = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    if not paths:
+        raise LpimgError(f"no images in {folder}")
+    return [(p.name, load_image(p)) for p in paths[:limit]]
+
+
+def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: ANN001
+    """Per absolute pass label: list of (bytes, psnr, msssim); plus timings and strips."""
+    from lpimg.codec.bitplane import pass_kind
+
+    points: dict[tuple[int, int], list[tuple[str, int, float, float]]] = defaultdict(list)
+    times = {"encode_s": [], "decode_s": []}
+    strips: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for name, img in progress(images, "lpimg"):
+        t0 = time.perf_counter()
+        enc = codec.encoder(img)
+        layers = enc.encode_all()
+        times["encode_s"].append(time.perf_counter() - t0)
+        dec = codec.decoder(enc.header)
+        total = 0
+        strip = []
+        for spec, data in layers:
+            dec.apply(spec, data)
+            total += len(data)
+            t1 = time.perf_counter()
+            rec = dec.reconstruct()
+            last = time.perf_counter() - t1
+            kind, plane = pass_kind(spec.index, enc.header.top_plane)
+            # label: (plane, 0 for sig / 1 for ref) sorts coarse to fine as (-plane, kind)
+            points[(plane, 0 if kind == "sig" else 1)].append(
+                (name, total, psnr(rec, img), msssim(rec, img)))
+            strip.append((total, rec))
+        times["decode_s"].append(last)  # the full decode: one reconstruction of all layers
+        strips[name] = strip
+    return points, times, strips
+
+
+def measure_baselines(images, progress) -> dict[str, list[dict]]:  # noqa: ANN001
+    results: dict[str, list[dict]] = {}
+    for base in BASELINES:
+        rows = []
+        for setting in progress(base.settings, base.name):
+            sizes, ps, ms = [], [], []
+            for _, img in images:
+                data = base.encode(Image.fromarray(img), setting)
+                rec = decode(data)
+                sizes.append(bpp(len(data), img))
+                ps.append(psnr(rec, img))
+                ms.append(msssim(rec, img))
+            rows.append({"setting": base.label(setting), "bpp": float(np.mean(sizes)),
+                         "psnr": float(np.mean(ps)), "msssim": float(np.mean(ms))})
+        results[base.name] = rows
+    return results
+
+
+def _in_range(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if BD_RANGE[0] <= r["bpp"] <= BD_RANGE[1]]
+
+
+def run(folder: str, model: str = "lpimg-b1", limit: int | None = None,
+        show_progress: bool = True, baselines: bool = True) -> dict:
+    from lpimg.codec.pipeline import LearnedCodec
+
+    def progress(items, desc):  # noqa: ANN001, ANN202
+        if not show_progress:
+            return items
+        from tqdm import tqdm
+
+        return tqdm(items, desc=desc, leave=False)
+
+    codec = LearnedCodec.load(model)
+    images = _images(folder, limit)
+    points, times, strips = measure_lpimg(codec, images, progress)
+    n = len(images)
+    pixels = {name: img.shape[0] * img.shape[1] for name, img in images}
+    lp_rows = []
+    for (plane, kind), vals in sorted(points.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        # images whose top plane is below this pass contribute their empty prefix: skip the
+        # label unless every image has it, so means are over the same set of images
+        if len(vals) != n:
+            continue
+        lp_rows.append({
+            "pass": f"{'sig' if kind == 0 else 'ref'}{plane}",
+            "bpp": float(np.mean([8 * v[1] / pixels[v[0]] for v in vals])),
+            "psnr": float(np.mean([v[2] for v in vals])),
+            "msssim": float(np.mean([v[3] for v in vals])),
+        })
+    result: dict = {
+        "images": n, "folder": str(folder), "model": codec.name,
+        "model_id": f"{codec.model_id:#06x}",
+        "lpimg": lp_rows,
+        "lpimg_timing": {"encode_s_mean": float(np.mean(times["encode_s"])),
+                         "decode_s_mean": float(np.mean(times["decode_s"])),
+                         "image_size": f"{images[0][1].shape[1]}x{images[0][1].shape[0]}"},
+        "layer_boundaries_in_0.05_0.5_bpp": sum(1 for r in lp_rows if 0.05 <= r["bpp"] <= 0.5),
+    }
+    if baselines:
+        base = measure_baselines(images, progress)
+        result["baselines"] = base
+        bd = {}
+        lp = _in_range(lp_rows)
+        for name, rows in base.items():
+            rows_in = _in_range(rows)
+            bd[name] = {
+                "msssim": bd_rate([r["bpp"] for r in lp], [msssim_db(r["msssim"]) for r in lp],
+                                  [r["bpp"] for r in rows_in],
+                                  [msssim_db(r["msssim"]) for r in rows_in]),
+                "psnr": bd_rate([r["bpp"] for r in lp], [r["psnr"] for r in lp],
+                                [r["bpp"] for r in rows_in], [r["psnr"] for r in rows_in]),
+            }
+        result["bd_rate_percent"] = bd
+    result["_strips"] = strips
+    return result
+
+
+def plot(result: dict, path: str, strip_image: str | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    strips = result["_strips"]
+    name = strip_image if strip_image in strips else sorted(strips)[0]
+    strip = strips[name]
+    picks = strip[:: max(1, len(strip) // 6)][:6]
+    fig = plt.figure(figsize=(15, 8.5))
+    grid = fig.add_gridspec(2, max(2, len(picks)), height_ratios=[1.4, 1])
+    half = max(2, len(picks)) // 2
+    ax1 = fig.add_subplot(grid[0, :half])
+    ax2 = fig.add_subplot(grid[0, half:])
+    curves = {"lpimg": result["lpimg"], **result.get("baselines", {})}
+    for label, rows in curves.items():
+        xs = [r["bpp"] for r in rows]
+        style = "o-" if label == "lpimg" else ".--"
+        ax1.plot(xs, [r["psnr"] for r in rows], style, label=label, lw=2 if label == "lpimg" else 1)
+        ax2.plot(xs, [r["msssim"] for r in rows], style, label=label, lw=2 if label == "lpimg" else 1)
+    for ax, ylab in ((ax1, "PSNR (dB, RGB)"), (ax2, "MS-SSIM")):
+        ax.set_xlim(0, 0.7)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(ylab)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax2.set_ylim(0.6, 1.0)
+    ax1.set_title(f"{result['folder']} ({result['images']} images)")
+    ax2.set_title("every lpimg point is a layer prefix of one stream")
+    for i, (nbytes, rec) in enumerate(picks):
+        ax = fig.add_subplot(grid[1, i])
+        ax.imshow(rec)
+        ax.set_title(f"{nbytes} B", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"lpimg {result['model']}: {name} after successive layers (bottom)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rd", help="rate-distortion against JPEG, WebP, JPEG 2000, AVIF")
+    p.add_argument("--images", default="../shared/data/kodak")
+    p.add_argument("--model", default="lpimg-b1")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", help="write the RD plot and a reconstruction strip here (PNG)")
+    p.add_argument("--strip-image", default="kodim23.png")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    import sys
+
+    result = run(args.images, args.model, args.limit, show_progress=sys.stderr.isatty(),
+                 baselines=not args.no_baselines)
+    if args.plot:
+        plot(result, args.plot, args.strip_image)
+    result.pop("_strips")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"lpimg {result['model']} on {result['folder']} ({result['images']} images)")
+    print(f"{'codec':<10} {'point':<9} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8}")
+    for r in result["lpimg"]:
+        print(f"{'lpimg':<10} {r['pass']:<9} {r['bpp']:>7.3f} {r['psnr']:>7.2f} {r['msssim']:>8.4f}")
+    for name, rows in result.get("baselines", {}).items():
+        for r in rows:
+            print(f"{name:<10} {r['setting']:<9} {r['bpp']:>7.3f} {r['psnr']:>7.2f} {r['msssim']:>8.4f}")
+    for name, bd in result.get("bd_rate_percent", {}).items():
+        fmt = lambda v: "n/a" if v is None else f"{v:+.1f} %"  # noqa: E731
+        print(f"BD-rate vs {name:<9} MS-SSIM {fmt(bd['msssim'])}  PSNR {fmt(bd['psnr'])}")
+    t = result["lpimg_timing"]
+    print(f"encode {t['encode_s_mean']:.3f} s, decode {t['decode_s_mean']:.3f} s per "
+          f"{t['image_size']} image")
+    return 0
