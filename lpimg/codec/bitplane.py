@@ -231,6 +231,6 @@ class BitplaneDecoder:
                 add = np.zeros_like(self.q)
                 add[sel] = bits.astype(np.int32) << plane
                 self.q += np.sign(self.q) * add
-        except (ValueError, RuntimeError) as exc:  # constriction on a corrupted stream
+        except (AssertionError, ValueError, RuntimeError) as exc:  # constriction: corrupted stream
             raise CodecError(f"layer {spec.index} does not decode: {exc}") from exc
         self.passes[pos] += 1

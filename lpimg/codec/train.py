@@ -136,11 +136,21 @@ def export_weights(model: Codec, path: Path, meta: dict) -> None:
     _save_atomic({"config": model.cfg.to_dict(), "state": state, "meta": meta}, path)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+def train(
+    cfg: TrainConfig, resume: bool = False, progress: bool = True, *,
+    stop_at: int | None = None, max_minutes: float | None = None,
+) -> Path:
+    """Run (or continue) the schedule of ``cfg``; returns the exported weights of the run.
+
+    ``stop_at`` / ``max_minutes`` end this process early with a checkpoint, as a kill would,
+    without touching the schedule: ``--resume`` later continues exactly where it stopped.
+    Returns the checkpoint path when stopped early, the exported weights when finished.
+    """
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
+    torch.manual_seed(cfg.seed)  # initial weights are part of the run's definition
     model = Codec(ModelConfig.from_dict(cfg.model))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start = 0
@@ -166,6 +176,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     ema: dict[str, float] = {}
     t0 = time.time()
     for it in range(start, cfg.iterations):
+        if (stop_at is not None and it >= stop_at) or (
+                max_minutes is not None and time.time() - t0 > 60 * max_minutes):
+            _save_atomic({
+                "train_config": asdict(cfg), "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "iteration": it,
+            }, ckpt_path)
+            log.close()
+            if bar is not None:
+                bar.close()
+            return ckpt_path
         rng = np.random.default_rng([cfg.seed, it])
         model.analysis.quantize = it >= int(cfg.qat_start * cfg.iterations)
         model.analysis.set_calibrating(it < int(cfg.calib_end * cfg.iterations))

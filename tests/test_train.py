@@ -1,0 +1,66 @@
+"""Training is resumable with an identical schedule, and refuses the evaluation set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lpimg.codec.model import ModelConfig
+from lpimg.codec.release import fit_tables, load_trained_model, write_release
+from lpimg.codec.train import TrainConfig, train
+from lpimg.errors import CodecError
+
+TINY = ModelConfig(enc_channels=(8, 8, 8, 8, 8), latent_channels=8, dec_channels=12).to_dict()
+
+
+@pytest.fixture()
+def data_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    d = tmp_path / "train"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (150, 170, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return d
+
+
+def config(data_dir, out, iterations=4) -> TrainConfig:
+    return TrainConfig(data=[str(data_dir)], out=str(out), iterations=iterations, batch=2,
+                       patch=128, checkpoint_every=2, threads=1, model=TINY)
+
+
+def test_resume_reproduces_the_uninterrupted_run(data_dir, tmp_path):
+    straight = load_trained_model(train(config(data_dir, tmp_path / "a"), progress=False))
+    # the same run, stopped after 2 iterations and resumed
+    stopped = train(config(data_dir, tmp_path / "b"), progress=False, stop_at=1)
+    assert stopped.name == "checkpoint.pt"
+    resumed = load_trained_model(train(config(data_dir, tmp_path / "b"), resume=True, progress=False))
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_release_from_checkpoint(data_dir, tmp_path):
+    train(config(data_dir, tmp_path / "r", iterations=2), progress=False)
+    model = load_trained_model(tmp_path / "r" / "checkpoint.pt")
+    tables = fit_tables(model, [str(data_dir)], progress=False)
+    out = write_release(model, tables, tmp_path / "m.pt", {})
+    from lpimg.codec.pipeline import LearnedCodec
+
+    codec = LearnedCodec.load(out)
+    img = np.asarray(Image.open(data_dir / "0.png"))
+    enc = codec.encoder(img)
+    dec = codec.decoder(enc.header)
+    for spec, data in enc.encode_all():
+        dec.apply(spec, data)
+    assert np.array_equal(dec.bitplanes.q, enc.latents)
+
+
+def test_resume_without_checkpoint_is_an_error(data_dir, tmp_path):
+    with pytest.raises(CodecError, match="resume"):
+        train(config(data_dir, tmp_path / "none"), resume=True, progress=False)
+
+
+def test_kodak_is_refused(tmp_path):
+    with pytest.raises(CodecError, match="Kodak"):
+        train(TrainConfig(data=[str(tmp_path / "kodak")], out=str(tmp_path / "k")), progress=False)
