@@ -107,11 +107,11 @@ class RejectLog:
         if len(self._seen) < 10_000:
             self._seen.add(key)
         log.warning(
-            "%s: dropped %s input from device %s (%s); further ones are only counted",
+            "%s: dropped %s input from %r%s; further ones are only counted",
             self._name,
             cause,
             device,
-            detail or "no detail",
+            f" ({detail})" if detail else "",
         )
 
 
