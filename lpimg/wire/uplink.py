@@ -1,0 +1,244 @@
+"""Uplink frames (device to server), declared once with construct.
+
+The first bit tells a data fragment (1) from a control frame (0); a control frame's first byte
+is a 4-bit type and a 4-bit argument. Nothing here carries the session id except the two frames
+that establish or re-establish a session (start, resume): everything else takes its session
+from the link's own addressing (the LoRaWAN DevAddr or the MQTT topic), as SCHC takes its rule
+from the FPort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from construct import GreedyBytes, Int16ub, Struct, Terminated
+
+from lpimg.errors import WireError
+from lpimg.wire.codes import MAX_FRAGMENTS, PROTOCOL_VERSION, AbortReason
+from lpimg.wire.fields import BitFields, Bits
+from lpimg.wire.registry import FrameSpec
+
+# -- declarations --------------------------------------------------------------------------
+
+DATA = Struct(
+    "header"
+    / BitFields(
+        Bits("kind", 1, const=1, doc="1: data fragment"),
+        Bits("ack", 1, flag=True, doc="1: the device asks for an ACK after this frame"),
+        Bits("index", 14, doc="fragment index in the session stream, 0..16382"),
+    ),
+    "payload" / GreedyBytes * "fragment bytes: F, the shorter last fragment of a group, or F0",
+)
+
+START = Struct(
+    "header"
+    / BitFields(
+        Bits("kind", 4, const=0b0001, doc="0001: session start"),
+        Bits("ack", 1, flag=True, doc="1: ACK wanted (the whole stream fits this frame)"),
+        Bits("version", 3, doc="protocol version, 1 for this document"),
+    ),
+    "session_id" / Int16ub * "chosen by the device; the same id resumes the session",
+    "fragment_size" / Int16ub * "F: payload bytes of every data fragment but a group's last",
+    "chunk" / GreedyBytes * "fragment 0 of the session stream (F0 = frame length - 5, >= 1)",
+)
+
+POLL = Struct(
+    "header"
+    / BitFields(
+        Bits("kind", 4, const=0b0010, doc="0010: ACK request / poll"),
+        Bits("reserved", 4, const=0, doc="0"),
+    ),
+    Terminated,
+)
+
+RESUME = Struct(
+    "header"
+    / BitFields(
+        Bits("kind", 4, const=0b0011, doc="0011: resume after a device reboot"),
+        Bits("reserved", 4, const=0, doc="0"),
+    ),
+    "session_id" / Int16ub * "the session the device re-created from its stored layers",
+    Terminated,
+)
+
+ABORT = Struct(
+    "header"
+    / BitFields(
+        Bits("kind", 4, const=0b0100, doc="0100: device abort"),
+        Bits("reason", 4, doc="abort reason code"),
+    ),
+    Terminated,
+)
+
+# -- frames --------------------------------------------------------------------------------
+
+
+def _check_index(index: int) -> None:
+    if not isinstance(index, int) or not 0 <= index < MAX_FRAGMENTS:
+        raise WireError(f"fragment index {index!r} is outside 0..{MAX_FRAGMENTS - 1}")
+
+
+@dataclass(frozen=True, slots=True)
+class DataFrame:
+    """Fragment ``index`` of the session stream; ``ack`` asks the server for a downlink."""
+
+    index: int
+    payload: bytes
+    ack: bool = False
+
+    def __post_init__(self) -> None:
+        _check_index(self.index)
+        if not self.payload:
+            raise WireError("a data fragment carries at least one byte")
+
+
+@dataclass(frozen=True, slots=True)
+class StartFrame:
+    """Opens a session and carries its first ``len(chunk)`` stream bytes (fragment 0)."""
+
+    session_id: int
+    fragment_size: int
+    chunk: bytes
+    ack: bool = False
+    version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.version <= 7:
+            raise WireError(f"protocol version {self.version} is outside 1..7")
+        if not 0 <= self.session_id <= 0xFFFF:
+            raise WireError(f"session id {self.session_id} does not fit 16 bits")
+        if not 1 <= self.fragment_size <= 0xFFFF:
+            raise WireError(f"fragment size {self.fragment_size} is outside 1..65535")
+        if not self.chunk:
+            raise WireError("a session start carries at least one stream byte")
+
+
+@dataclass(frozen=True, slots=True)
+class PollFrame:
+    """Asks for a downlink when the device has no fragment to carry the request."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeFrame:
+    """Sent by a rebooted device that re-created ``session_id``; the server answers its state."""
+
+    session_id: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.session_id <= 0xFFFF:
+            raise WireError(f"session id {self.session_id} does not fit 16 bits")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAbortFrame:
+    """The device ends its session; no answer is expected."""
+
+    reason: AbortReason
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reason, AbortReason):
+            raise WireError(f"reason must be an AbortReason, got {self.reason!r}")
+
+
+UplinkFrame = DataFrame | StartFrame | PollFrame | ResumeFrame | DeviceAbortFrame
+
+_POLL = PollFrame()
+
+
+def _data_fields(frame: DataFrame) -> dict[str, Any]:
+    return {"header": {"ack": frame.ack, "index": frame.index}, "payload": frame.payload}
+
+
+def _start_fields(frame: StartFrame) -> dict[str, Any]:
+    return {
+        "header": {"ack": frame.ack, "version": frame.version},
+        "session_id": frame.session_id,
+        "fragment_size": frame.fragment_size,
+        "chunk": frame.chunk,
+    }
+
+
+DATA_SPEC = FrameSpec(
+    "DATA",
+    "uplink",
+    DATA,
+    DataFrame,
+    lambda c: DataFrame(c.header.index, c.payload, c.header.ack),
+    _data_fields,
+    "one fragment of the session stream",
+)
+START_SPEC = FrameSpec(
+    "START",
+    "uplink",
+    START,
+    StartFrame,
+    lambda c: StartFrame(
+        c.session_id, c.fragment_size, c.chunk, c.header.ack, c.header.version
+    ),
+    _start_fields,
+    "session start, carrying fragment 0 of the stream",
+)
+POLL_SPEC = FrameSpec(
+    "POLL",
+    "uplink",
+    POLL,
+    PollFrame,
+    lambda c: _POLL,
+    lambda f: {"header": {}},
+    "ACK request when no fragment is left to carry the flag",
+)
+RESUME_SPEC = FrameSpec(
+    "RESUME",
+    "uplink",
+    RESUME,
+    ResumeFrame,
+    lambda c: ResumeFrame(c.session_id),
+    lambda f: {"header": {}, "session_id": f.session_id},
+    "resume request after a device reboot",
+)
+DEVICE_ABORT_SPEC = FrameSpec(
+    "ABORT",
+    "uplink",
+    ABORT,
+    DeviceAbortFrame,
+    lambda c: DeviceAbortFrame(AbortReason.from_code(c.header.reason)),
+    lambda f: {"header": {"reason": int(f.reason)}},
+    "the device gives the session up",
+)
+
+UPLINK_SPECS: tuple[FrameSpec[Any], ...] = (
+    START_SPEC,
+    DATA_SPEC,
+    POLL_SPEC,
+    RESUME_SPEC,
+    DEVICE_ABORT_SPEC,
+)
+_BY_TYPE: dict[type, FrameSpec[Any]] = {spec.frame_type: spec for spec in UPLINK_SPECS}
+_BY_KIND: dict[int, FrameSpec[Any]] = {
+    0b0001: START_SPEC,
+    0b0010: POLL_SPEC,
+    0b0011: RESUME_SPEC,
+    0b0100: DEVICE_ABORT_SPEC,
+}
+
+
+def parse_uplink(data: bytes) -> UplinkFrame:
+    """Parse one uplink frame; any malformed input raises :class:`lpimg.WireError`."""
+    if not data:
+        raise WireError("empty uplink frame")
+    first = data[0]
+    if first & 0x80:
+        return DATA_SPEC.parse(data)  # type: ignore[no-any-return]
+    spec = _BY_KIND.get(first >> 4)
+    if spec is None:
+        raise WireError(f"unknown uplink frame type 0x{first >> 4:x}")
+    return spec.parse(data)  # type: ignore[no-any-return]
+
+
+def build_uplink(frame: UplinkFrame) -> bytes:
+    """The bytes of one uplink frame."""
+    spec = _BY_TYPE.get(type(frame))
+    if spec is None:
+        raise WireError(f"not an uplink frame: {frame!r}")
+    return spec.build(frame)
