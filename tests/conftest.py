@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import re
 import select
 import shutil
@@ -65,6 +66,9 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\n"
             "persistence false\n"
             "log_dest stderr\n"
+            # Run as root, mosquitto drops to user "mosquitto", which cannot read the test's
+            # private temp dir (password file, certificates); stay the current user instead.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
             "log_type error\nlog_type warning\nlog_type notice\n" + (extra_config or "allow_anonymous true\n")
         )
         self.proc: subprocess.Popen[bytes] | None = None
