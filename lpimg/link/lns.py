@@ -171,9 +171,8 @@ class TtnDeviceSimulator(MqttDeviceBase):
         self.app = check_topic_level(app, "application id")
         self.tenant = check_topic_level(tenant, "tenant id") if tenant else ""
         self.fport = fport
-        self.base = (
-            f"{ttn_application_topic(self.app, self.tenant)}/devices/{check_topic_level(device, 'device id')}"
-        )
+        check_topic_level(device, "device id")
+        self.base = f"{ttn_application_topic(self.app, self.tenant)}/devices/{device}"
         self._fcnt = itertools.count()
         self._dev_eui = f"{uuid.uuid5(uuid.NAMESPACE_DNS, device).int & (2**64 - 1):016X}"
         super().__init__(settings, device)

@@ -31,13 +31,16 @@ Connection policy. Opening the link makes the first connection and raises
 :class:`lpimg.LinkError` if it fails (wrong host, refused, bad credentials, TLS failure): a
 configuration error should stop a program at start-up, not spin forever. After that the link
 survives broker restarts and network cuts on its own: it reconnects with exponential back-off
-(with jitter) and subscribes again; ``stats.reconnects`` counts it. Frames passed to ``send``
-while disconnected are **queued** in a bounded outbox (``outbox=``, oldest dropped first and
-counted in ``stats.dropped_out``) and published in order after the reconnection; ``send`` never
-blocks on a dead broker. Messages the broker had for us while we were away are lost (plain
-sessions, QoS 0 by default): like the radio below it, the link is an unreliable datagram service
-and the protocol's ACKs recover. With ``qos=1`` a publish interrupted by the disconnection is
-queued again and may arrive twice, which the protocol tolerates.
+(with jitter) and subscribes again; ``stats.reconnects`` counts it.
+
+Frames passed to ``send`` while disconnected are **queued** in a bounded outbox (``outbox=``,
+oldest dropped first and counted in ``stats.dropped_out``) and published in order after the
+reconnection; ``send`` does not wait for the broker to come back (with ``qos=1``, a publish
+already waiting for its PUBACK when the broker dies returns after at most ``timeout`` seconds,
+queued). Messages the broker had for us while we were away are lost (plain sessions, QoS 0 by
+default): like the radio below it, the link is an unreliable datagram service and the
+protocol's ACKs recover. With ``qos=1`` a publish interrupted by the disconnection is queued
+again and may arrive twice, which the protocol tolerates.
 """
 
 from __future__ import annotations
