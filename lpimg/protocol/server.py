@@ -1,0 +1,461 @@
+"""The server side: many devices, keyed by their link address, no I/O.
+
+A server answers; it never speaks first on LoRaWAN class A. Each uplink opens one downlink
+opportunity for its device, and the server fills it only when the device asked (ACK flag, poll,
+resume) or when it has something the device must hear (stop, abort, a refine request). Every
+session's memory is bounded by :class:`ProtocolConfig`, and so is the number of sessions.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+from lpimg.errors import ProtocolError, WireError
+from lpimg.protocol.config import MIN_FRAGMENT_SIZE, ProtocolConfig
+from lpimg.protocol.events import (
+    Aborted,
+    Event,
+    LayerReceived,
+    LayersAnnounced,
+    SessionCompleted,
+    SessionResumed,
+    SessionStarted,
+    Stopped,
+)
+from lpimg.protocol.reassembly import (
+    Added,
+    HeaderVerified,
+    LayerVerified,
+    Outcome,
+    Reassembler,
+    RecordFailed,
+    Rejected,
+)
+from lpimg.protocol.stats import ServerStats
+from lpimg.wire import (
+    PROTOCOL_VERSION,
+    AbortReason,
+    DataFrame,
+    Descriptor,
+    DeviceAbortFrame,
+    DownlinkFrame,
+    LayerCompleteFrame,
+    PollFrame,
+    RefineFrame,
+    Region,
+    ResumeFrame,
+    ServerAbortFrame,
+    StartFrame,
+    StopFrame,
+    build_downlink,
+    parse_uplink,
+)
+
+
+class SessionState(Enum):
+    """Where a server-side session stands."""
+
+    ACTIVE = "active"
+    COMPLETE = "complete"
+    STOPPED = "stopped"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class _Refine:
+    region: Region | None
+    pass_index: int
+    priority: int
+
+
+@dataclass
+class _Session:
+    device: str
+    session_id: int
+    fragment_size: int
+    reassembler: Reassembler | None
+    last_activity: float
+    state: SessionState = SessionState.ACTIVE
+    finished_at: float | None = None
+    abort_reason: AbortReason = AbortReason.UNSPECIFIED
+    layer_count: int = 0
+    refines: deque[_Refine] = field(default_factory=deque)
+    answered_groups: int = 0
+    refine_sent: bool = False
+    """A REFINE went out for the head request since the last state answer."""
+    refine_ever_sent: bool = False
+    notice_sent: bool = False
+    """The stop or abort was sent once unasked; later copies go only to requests."""
+    window_open: bool = False
+    requested: bool = False
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A read-only view of one server-side session, for applications and tests."""
+
+    device: str
+    session_id: int
+    state: SessionState
+    layers_announced: int
+    layers_delivered: int
+    held_bytes: int
+    fragment_size: int
+
+
+class ServerProtocol:
+    """The server core for any number of devices (sans-I/O; see docs/DESIGN-NOTES.md)."""
+
+    def __init__(self, config: ProtocolConfig | None = None) -> None:
+        self.config = config or ProtocolConfig()
+        self.stats = ServerStats()
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._replies: OrderedDict[str, bytes] = OrderedDict()
+        """One-off answers to devices without a session (unknown session, server full)."""
+        self._events: deque[Event] = deque()
+
+    # -- sans-I/O API ------------------------------------------------------------------------
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None."""
+        return self._events.popleft() if self._events else None
+
+    def receive_frame(self, device: str, data: bytes, now: float) -> None:
+        """Take one uplink from ``device``. Bad frames are counted and dropped, never raised."""
+        self.stats.uplinks += 1
+        try:
+            frame = parse_uplink(data)
+        except WireError:
+            self.stats.malformed += 1
+            return
+        session = self._sessions.get(device)
+        if isinstance(frame, StartFrame):
+            self._on_start(device, session, frame, now)
+            return
+        asks = isinstance(frame, PollFrame | ResumeFrame) or (
+            isinstance(frame, DataFrame) and frame.ack
+        )
+        if session is None or (
+            isinstance(frame, ResumeFrame) and frame.session_id != session.session_id
+        ):
+            # Answered even unasked: a device whose start was lost learns it at once.
+            self.stats.unknown_session += 1
+            if not isinstance(frame, DeviceAbortFrame):
+                self._reply(device, ServerAbortFrame(AbortReason.UNKNOWN_SESSION))
+            return
+        session.last_activity = now
+        session.window_open = True
+        session.requested = session.requested or asks
+        if isinstance(frame, DataFrame):
+            self._on_data(session, frame)
+        elif isinstance(frame, ResumeFrame):
+            # The rebooted device first needs the state; a pending refine follows after.
+            session.refine_sent = True
+            session.notice_sent = False
+            self._events.append(SessionResumed(device, session.session_id))
+        elif isinstance(frame, DeviceAbortFrame) and session.state is SessionState.ACTIVE:
+            text = f"aborted by device: {frame.reason.text}"
+            self._finish(session, SessionState.ABORTED, now, frame.reason)
+            session.notice_sent = True  # nothing to tell a device that left
+            self._events.append(
+                Aborted(device, session.session_id, text, frame.reason, by_peer=True)
+            )
+
+    def next_frame(self, device: str, now: float) -> bytes | None:
+        """The downlink for ``device`` in the window that just opened, or None.
+
+        At most one per uplink received: a second call for the same uplink returns None.
+        """
+        reply = self._replies.pop(device, None)
+        if reply is not None:
+            self.stats.downlinks += 1
+            return reply
+        session = self._sessions.get(device)
+        if session is None or not session.window_open:
+            return None
+        frame = self._choose(session, now)
+        if frame is None:
+            return None
+        session.window_open = False
+        session.requested = False
+        self.stats.downlinks += 1
+        return build_downlink(frame)
+
+    def get_timer(self) -> float | None:
+        """The earliest idle timeout or retention expiry of any session."""
+        deadlines = [self._deadline(session) for session in self._sessions.values()]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        """End idle sessions and forget finished ones whose retention has passed."""
+        for device, session in list(self._sessions.items()):
+            if now < self._deadline(session):
+                continue
+            if session.state is SessionState.ACTIVE:
+                assert session.reassembler is not None
+                if session.reassembler.at_rest():
+                    self._complete(session, now)
+                else:
+                    self._abort(session, AbortReason.IDLE_TIMEOUT, now, "idle timeout")
+            else:
+                del self._sessions[device]
+
+    # -- application controls ----------------------------------------------------------------
+
+    def stop(self, device: str, now: float) -> None:
+        """Tell ``device`` it has sent enough; its unverified data is dropped."""
+        session = self._active(device)
+        self._finish(session, SessionState.STOPPED, now)
+        self._events.append(Stopped(device, session.session_id))
+
+    def refine(
+        self,
+        device: str,
+        region: Region | None,
+        pass_index: int,
+        priority: int = 0,
+        now: float | None = None,
+    ) -> None:
+        """Ask ``device`` for codec passes up to ``pass_index`` over ``region`` (None: all).
+
+        Requests are sent one at a time, in order; each is answered by a group of layers
+        (``LayersAnnounced``, then ``LayerReceived`` events) or declined (an empty group). The
+        session does not complete while a request is outstanding.
+        """
+        session = self._active(device)
+        if len(session.refines) >= self.config.max_pending_refines:
+            raise ProtocolError(
+                f"{device}: {len(session.refines)} refine requests already pending"
+            )
+        request = _Refine(region, pass_index, priority)
+        RefineFrame(0, region, pass_index, priority)  # validates the fields (WireError)
+        session.refines.append(request)
+
+    def abort(self, device: str, reason: AbortReason = AbortReason.REJECTED, now: float = 0.0) -> None:
+        """End ``device``'s session (for example to reject its model or geometry)."""
+        session = self._active(device)
+        self._abort(session, reason, now, f"aborted: {reason.text}")
+
+    def session(self, device: str) -> SessionInfo | None:
+        """What the server holds for ``device``, or None."""
+        session = self._sessions.get(device)
+        if session is None:
+            return None
+        reassembler = session.reassembler
+        return SessionInfo(
+            device,
+            session.session_id,
+            session.state,
+            len(reassembler.layer_sizes) if reassembler else session.layer_count,
+            reassembler.verified if reassembler else session.layer_count,
+            reassembler.held_bytes if reassembler else 0,
+            session.fragment_size,
+        )
+
+    def devices(self) -> list[str]:
+        """Addresses of every device the server holds a session for."""
+        return list(self._sessions)
+
+    # -- uplink handling ---------------------------------------------------------------------
+
+    def _on_start(
+        self, device: str, session: _Session | None, frame: StartFrame, now: float
+    ) -> None:
+        if frame.version != PROTOCOL_VERSION:
+            self.stats.sessions_rejected += 1
+            self._reply(device, ServerAbortFrame(AbortReason.UNSUPPORTED_VERSION))
+            return
+        if session is not None and session.session_id == frame.session_id:
+            self.stats.duplicates += 1
+            session.last_activity = now
+            session.window_open = True
+            session.requested = session.requested or frame.ack
+            if session.fragment_size != frame.fragment_size:
+                self.stats.malformed += 1
+            elif session.state is SessionState.ACTIVE:
+                self._on_data(session, DataFrame(0, frame.chunk, frame.ack))
+            return
+        if not MIN_FRAGMENT_SIZE <= frame.fragment_size <= self.config.max_fragment_size:
+            self.stats.sessions_rejected += 1
+            self._reply(device, ServerAbortFrame(AbortReason.LIMIT_EXCEEDED))
+            return
+        if session is not None:
+            if session.state is SessionState.ACTIVE:
+                text = f"superseded by session {frame.session_id}"
+                self._finish(session, SessionState.ABORTED, now, AbortReason.CANCELLED)
+                self._events.append(
+                    Aborted(device, session.session_id, text, AbortReason.CANCELLED)
+                )
+            del self._sessions[device]
+        elif len(self._sessions) >= self.config.max_sessions and not self._evict():
+            self.stats.sessions_rejected += 1
+            self._reply(device, ServerAbortFrame(AbortReason.SERVER_FULL))
+            return
+        session = _Session(
+            device,
+            frame.session_id,
+            frame.fragment_size,
+            Reassembler(frame.fragment_size, self.config),
+            now,
+            window_open=True,
+            requested=frame.ack,
+        )
+        self._sessions[device] = session
+        self.stats.sessions_started += 1
+        self._on_data(session, DataFrame(0, frame.chunk, frame.ack))
+
+    def _on_data(self, session: _Session, frame: DataFrame) -> None:
+        if session.state is not SessionState.ACTIVE:
+            self.stats.after_finish += 1
+            return
+        reassembler = session.reassembler
+        assert reassembler is not None
+        added = reassembler.add(frame.index, frame.payload)
+        if added is Added.DUPLICATE:
+            self.stats.duplicates += 1
+        elif added is Added.OUT_OF_WINDOW:
+            self.stats.out_of_window += 1
+        elif added is Added.BAD_LENGTH:
+            self.stats.bad_length += 1
+        else:
+            self._absorb(session, reassembler.advance(), session.last_activity)
+
+    def _absorb(self, session: _Session, outcomes: list[Outcome], now: float) -> None:
+        """Turn the reassembler's verified records into events (or end the session)."""
+        device, session_id = session.device, session.session_id
+        for outcome in outcomes:
+            if isinstance(outcome, LayerVerified):
+                self._events.append(
+                    LayerReceived(
+                        device,
+                        session_id,
+                        outcome.index,
+                        outcome.data,
+                        outcome.pass_index,
+                        outcome.region,
+                    )
+                )
+            elif isinstance(outcome, HeaderVerified):
+                header = outcome.header
+                if isinstance(header, Descriptor):
+                    self._events.append(
+                        SessionStarted(
+                            device,
+                            session_id,
+                            header.model_id,
+                            (header.width, header.height),
+                            header.layer_sizes,
+                            header.manifest,
+                        )
+                    )
+                else:
+                    session.answered_groups += 1
+                    if session.refines:
+                        session.refines.popleft()
+                    session.refine_sent = session.refine_ever_sent = False
+                    self._events.append(
+                        LayersAnnounced(
+                            device,
+                            session_id,
+                            outcome.first_layer,
+                            header.layer_sizes,
+                            header.region,
+                            header.first_pass,
+                        )
+                    )
+            elif isinstance(outcome, RecordFailed):
+                self.stats.crc_failures += 1
+            elif isinstance(outcome, Rejected):
+                self._abort(session, outcome.reason, now, f"aborted: {outcome.text}")
+                return
+
+    # -- downlink choice ---------------------------------------------------------------------
+
+    def _choose(self, session: _Session, now: float) -> DownlinkFrame | None:
+        asked = session.requested
+        if session.state is SessionState.COMPLETE:
+            return LayerCompleteFrame(session.layer_count) if asked else None
+        if session.state in (SessionState.STOPPED, SessionState.ABORTED):
+            if not (asked or not session.notice_sent):
+                return None
+            session.notice_sent = True
+            if session.state is SessionState.STOPPED:
+                return StopFrame()
+            return ServerAbortFrame(session.abort_reason)
+        reassembler = session.reassembler
+        assert reassembler is not None
+        if session.refines and (
+            (asked and not session.refine_sent) or not session.refine_ever_sent
+        ):
+            head = session.refines[0]
+            session.refine_sent = session.refine_ever_sent = True
+            return RefineFrame(
+                session.answered_groups % 16, head.region, head.pass_index, head.priority
+            )
+        if not asked:
+            return None
+        session.refine_sent = False
+        if reassembler.at_rest() and not session.refines:
+            frame = LayerCompleteFrame(len(reassembler.layer_sizes))
+            self._complete(session, now)
+            return frame
+        max_bitmap = self.config.downlink_mtu - 2
+        return reassembler.acknowledgement(max_bitmap, final=False)
+
+    # -- session lifecycle -------------------------------------------------------------------
+
+    def _active(self, device: str) -> _Session:
+        session = self._sessions.get(device)
+        if session is None or session.state is not SessionState.ACTIVE:
+            state = "no session" if session is None else f"session {session.state.value}"
+            raise ProtocolError(f"{device}: {state}")
+        return session
+
+    def _deadline(self, session: _Session) -> float:
+        if session.state is SessionState.ACTIVE:
+            return session.last_activity + self.config.idle_timeout
+        assert session.finished_at is not None
+        return session.finished_at + self.config.finished_retention
+
+    def _complete(self, session: _Session, now: float) -> None:
+        assert session.reassembler is not None
+        session.layer_count = len(session.reassembler.layer_sizes)
+        self._finish(session, SessionState.COMPLETE, now)
+        self._events.append(SessionCompleted(session.device, session.session_id, session.layer_count))
+
+    def _abort(self, session: _Session, reason: AbortReason, now: float, text: str) -> None:
+        self._finish(session, SessionState.ABORTED, now, reason)
+        self._events.append(Aborted(session.device, session.session_id, text, reason))
+
+    def _finish(
+        self,
+        session: _Session,
+        state: SessionState,
+        now: float,
+        reason: AbortReason = AbortReason.UNSPECIFIED,
+    ) -> None:
+        if session.reassembler is not None and state is not SessionState.COMPLETE:
+            session.layer_count = session.reassembler.verified
+        session.state = state
+        session.finished_at = now
+        session.abort_reason = reason
+        session.reassembler = None
+        session.refines.clear()
+
+    def _evict(self) -> bool:
+        """Make room by forgetting the longest-finished session; False if all are active."""
+        finished = [s for s in self._sessions.values() if s.state is not SessionState.ACTIVE]
+        if not finished:
+            return False
+        oldest = min(finished, key=lambda s: s.finished_at or 0.0)
+        del self._sessions[oldest.device]
+        self.stats.sessions_evicted += 1
+        return True
+
+    def _reply(self, device: str, frame: ServerAbortFrame) -> None:
+        self._replies[device] = build_downlink(frame)
+        self._replies.move_to_end(device)
+        while len(self._replies) > self.config.max_sessions:
+            self._replies.popitem(last=False)
