@@ -174,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=30_000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--lmbda", type=float, default=40.0)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lmbda", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-every", type=int, default=1000)
@@ -220,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_device_check)
 
     from lpimg.bench import add_bench_parser
+    from lpimg.demo import add_parser as add_demo_parser
 
+    add_demo_parser(sub)
     add_bench_parser(sub)
     return parser
 

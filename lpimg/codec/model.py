@@ -169,12 +169,18 @@ class FactorizedDensity(nn.Module):
 
     def likelihood(self, y: torch.Tensor) -> torch.Tensor:
         """P(round(y)) per element, y of shape (B, C, H, W) (continuous relaxation in training)."""
-        b, c, h, w = y.shape
-        v = y.permute(1, 0, 2, 3).reshape(c, 1, -1)
-        lower = self._logits_cdf(v - 0.5)
-        upper = self._logits_cdf(v + 0.5)
-        sign = -torch.sign(lower + upper).detach()
-        lik = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+        return self.mass(y - 0.5, y + 0.5)
+
+    def mass(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        """P(lower <= y <= upper) per element; both (B, C, H, W).
+
+        The rate of a bitplane prefix is -log2 of the mass of each latent's known interval.
+        """
+        b, c, h, w = lower.shape
+        lo = self._logits_cdf(lower.permute(1, 0, 2, 3).reshape(c, 1, -1))
+        up = self._logits_cdf(upper.permute(1, 0, 2, 3).reshape(c, 1, -1))
+        sign = -torch.sign(lo + up).detach()
+        lik = torch.abs(torch.sigmoid(sign * up) - torch.sigmoid(sign * lo))
         lik = torch.clamp(lik, min=1e-9)
         return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)
 

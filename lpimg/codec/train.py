@@ -40,8 +40,8 @@ class TrainConfig:
     iterations: int = 30_000
     batch: int = 8
     patch: int = 128
-    lr: float = 2e-4
-    lmbda: float = 40.0  # weight of the distortion (1 - MS-SSIM + mse_weight * MSE) against bpp
+    lr: float = 3e-4
+    lmbda: float = 60.0  # distortion weight of the full stream; a prefix at step s uses lmbda/s
     mse_weight: float = 8.0
     qat_start: float = 0.05  # fraction of the schedule run in float before fake quantization
     calib_end: float = 0.5  # activation ranges frozen after this fraction
@@ -104,13 +104,20 @@ def top_planes(q: torch.Tensor) -> torch.Tensor:
     return torch.floor(torch.log2(peak)).long()[:, None, None, None]
 
 
+@dataclass
+class Prefix:
+    """A random prefix of each sample's passes: what the decoder sees and what it cost."""
+
+    y_dec: torch.Tensor  # decoder input, straight-through to y
+    lo: torch.Tensor  # known interval of each latent (integers)
+    hi: torch.Tensor
+    step: torch.Tensor  # (B,1,1,1) 2^plane of the last pass kept: the effective quantizer step
+
+
 def progressive_latents(
     y: torch.Tensor, pmf: torch.Tensor, rng: np.random.Generator, span: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Round y, keep a random prefix of passes per sample, fill the rest with expectations.
-
-    Returns the decoder input (straight-through to y) and the number of passes kept.
-    """
+) -> Prefix:
+    """Round y, keep a random prefix of passes per sample, fill the rest with expectations."""
     q = torch.clamp(torch.round(y.detach()), -LATENT_QMAX, LATENT_QMAX)
     top = top_planes(q)
     full = 2 * top + 1
@@ -119,7 +126,20 @@ def progressive_latents(
     lo, hi = known_interval(q, passes, top)
     channel = torch.arange(y.shape[1])[None, :, None, None].expand_as(q)
     y_hat = interval_expectation(pmf, lo, hi, channel).to(y.dtype)
-    return y + (y_hat - y).detach(), passes
+    last = passes - 1  # index of the last pass kept -> its plane
+    plane = torch.where(last == 0, top, top - torch.div(last + 1, 2, rounding_mode="floor"))
+    return Prefix(y + (y_hat - y).detach(), lo, hi, torch.pow(2.0, plane.to(y.dtype)))
+
+
+def prefix_rate(density, y: torch.Tensor, prefix: Prefix) -> torch.Tensor:  # noqa: ANN001
+    """Bits per sample of a prefix: -log2 of the mass of every latent's known interval.
+
+    The interval moves with ``y - round(y)`` so the encoder still gets a gradient; for the full
+    stream this is the usual P(round(y)) with the bin following y.
+    """
+    shift = y - torch.round(y).detach()
+    mass = density.mass(prefix.lo.to(y.dtype) - 0.5 + shift, prefix.hi.to(y.dtype) + 0.5 + shift)
+    return -torch.log2(mass).flatten(1).sum(1)
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -193,25 +213,32 @@ def train(
             g["lr"] = cfg.lr_at(it)
         x = sample_batch(images, rng, cfg.batch, cfg.patch)
         y = model.analysis(x)
-        noise = torch.from_numpy(rng.uniform(-0.5, 0.5, size=y.shape).astype(np.float32))
-        lik = model.density.likelihood(y + noise)
-        bpp = -torch.log2(lik).sum() / (x.shape[0] * x.shape[2] * x.shape[3])
         with torch.no_grad():
             pmf = model.density.pmf_table().double()
-        y_dec, _ = progressive_latents(y, pmf, rng, cfg.prefix_span)
-        x_hat = model.synthesis(y_dec)
-        mse = torch.mean((x_hat - x) ** 2)
+        prefix = progressive_latents(y, pmf, rng, cfg.prefix_span)
+        pixels = x.shape[2] * x.shape[3]
+        bpp_prefix = prefix_rate(model.density, y, prefix) / pixels  # (B,)
+        x_hat = model.synthesis(prefix.y_dec)
+        mse = torch.mean((x_hat - x) ** 2, dim=(1, 2, 3))
         msssim = ms_ssim(
-            x_hat.clamp(0, 1), x, data_range=1.0, size_average=True, win_size=7,
+            x_hat.clamp(0, 1), x, data_range=1.0, size_average=False, win_size=7,
             weights=MSSSIM_WEIGHTS_4,
         )
-        loss = cfg.lmbda * (1 - msssim + cfg.mse_weight * mse) + bpp
+        # every prefix is an operating point: coarser steps trade at a lower lambda, so each
+        # layer boundary lands on its own rate-distortion slope
+        lmbda = cfg.lmbda / prefix.step.flatten()
+        loss = torch.mean(lmbda * (1 - msssim + cfg.mse_weight * mse) + bpp_prefix)
+        with torch.no_grad():
+            noise = torch.from_numpy(rng.uniform(-0.5, 0.5, size=y.shape).astype(np.float32))
+            bpp = -torch.log2(model.density.likelihood(y + noise)).sum() / (x.shape[0] * pixels)
+        mse, msssim = mse.mean(), msssim.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         stats = {
-            "loss": loss.item(), "bpp": bpp.item(), "msssim": msssim.item(),
+            "loss": loss.item(), "bpp": bpp.item(), "bpp_prefix": bpp_prefix.mean().item(),
+            "msssim": msssim.item(),
             "psnr": float(-10 * torch.log10(mse.detach().clamp(min=1e-10))),
         }
         for k, v in stats.items():
