@@ -63,9 +63,11 @@ class ProtocolConfig:
     max_header_bytes: int = 512
     """Largest descriptor or group header body (manifest included)."""
     max_fragment_size: int = MAX_MTU - 2
+    """Largest fragment size F a session start may declare."""
     max_crc_failures: int = 4
     """Records that may fail their CRC (and be re-requested) before the session is aborted."""
     max_pending_refines: int = 4
+    """Refine requests queued for one session; they are sent one at a time, in order."""
     idle_timeout: float = 3 * 86400.0
     """Seconds without an uplink after which an active session ends (completed if everything
     announced was delivered, aborted otherwise). Generous: under The Things Network's fair

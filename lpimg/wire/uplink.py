@@ -40,7 +40,7 @@ START = Struct(
     ),
     "session_id" / Int16ub * "chosen by the device; the same id resumes the session",
     "fragment_size" / Int16ub * "F: payload bytes of every data fragment but a group's last",
-    "chunk" / GreedyBytes * "fragment 0 of the session stream (F0 = frame length - 5, >= 1)",
+    "chunk" / GreedyBytes * "fragment 0 of the stream: F0 = min(F - 3, size of group 0) bytes",
 )
 
 POLL = Struct(
