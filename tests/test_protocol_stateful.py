@@ -28,6 +28,7 @@ from lpimg.protocol import (
     ProtocolConfig,
     Region,
     ServerProtocol,
+    SessionStarted,
     SessionState,
 )
 
@@ -52,20 +53,23 @@ class AdversarialLink:
         self.rng = rng
         self.loss = {"up": loss_up, "down": loss_down}
         self.damage = damage
-        self.held: dict[str, list[bytes]] = {"up": [], "down": []}
+        self.held: dict[str, list[tuple[int, bytes]]] = {"up": [], "down": []}
         self.downlink_corrupted = False
 
     def carry(self, direction: str, frame: bytes | None) -> list[bytes]:
-        """What reaches the far end now, given one frame sent (or None: nothing new)."""
+        """What reaches the far end now, given one frame sent (or None: nothing new).
+
+        A reordered frame is held back and overtaken by the next one to three frames.
+        """
         rng = self.rng
-        arriving = self.held[direction]
-        self.held[direction] = []
+        arriving = [data for wait, data in self.held[direction] if wait <= 1]
+        self.held[direction] = [(w - 1, d) for w, d in self.held[direction] if w > 1]
         if frame is not None and rng.random() >= self.loss[direction]:
             copies = [frame] * (2 if rng.random() < self.damage else 1)
             for copy in copies:
                 copy = self._damage(direction, copy)
                 if rng.random() < self.damage:
-                    self.held[direction].append(copy)  # overtaken by the next frame
+                    self.held[direction].append((rng.randint(1, 3), copy))
                 else:
                     arriving.append(copy)
         return arriving
@@ -120,6 +124,8 @@ class Transfer(RuleBasedStateMachine):
         device, server = self.device, self.server
         frame = None if device.finished else device.next_frame(self.now)
         if frame is None:
+            # liveness: a device with nothing to send always has a timer running
+            assert device.finished or device.get_timer() is not None, "device stalled"
             timers = [t for t in (device.get_timer(), server.get_timer()) if t is not None]
             self.now = max(self.now, min(timers)) if timers else self.now + 1000.0
         else:
@@ -143,6 +149,8 @@ class Transfer(RuleBasedStateMachine):
 
     def collect(self) -> None:
         while (event := self.server.next_event()) is not None:
+            if isinstance(event, SessionStarted):
+                self.next_expected = 0  # a new session (the server may have forgotten one)
             if isinstance(event, LayerReceived):
                 assert event.index == self.next_expected, "layers out of order"
                 assert event.data == self.device.layers[event.index], "wrong bytes delivered"
@@ -250,8 +258,8 @@ class Transfer(RuleBasedStateMachine):
 
 TestTransfer = Transfer.TestCase
 TestTransfer.settings = settings(
-    max_examples=60,
-    stateful_step_count=12,
+    max_examples=200,
+    stateful_step_count=15,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

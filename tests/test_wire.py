@@ -69,8 +69,10 @@ regions = st.one_of(
 def ack_frames(draw: st.DrawFn) -> AckFrame:
     next_index = draw(st.integers(0, MAX_FRAGMENTS))
     room = min(64, MAX_FRAGMENTS - 1 - next_index)
+    if room <= 0:
+        return AckFrame(next_index)
     held = draw(st.sets(st.integers(next_index + 1, next_index + room), max_size=room))
-    return AckFrame.from_received(next_index, held if room > 0 else set(), 8)
+    return AckFrame.from_received(next_index, held, 8)
 
 
 uplink_frames = st.one_of(

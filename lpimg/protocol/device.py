@@ -375,6 +375,7 @@ class DeviceSession:
             self._need_resume = True
         else:
             self._poll_due = True
+        self._keep_waiting(now)
 
     def next_frame(self, now: float) -> bytes | None:
         """The most useful uplink at this moment, or None if there is nothing to send.
@@ -400,6 +401,7 @@ class DeviceSession:
             return self._send_fragment(index, now)
         if self._poll_due:
             return self._send_poll(now)
+        self._keep_waiting(now)
         return None
 
     def receive_frame(self, data: bytes, now: float) -> None:
@@ -428,6 +430,7 @@ class DeviceSession:
             self._events.append(Stopped(None, self.session_id))
         elif isinstance(frame, ServerAbortFrame):
             self._on_server_abort(frame.reason, now)
+        self._keep_waiting(now)
 
     def add_layers(
         self,
@@ -559,6 +562,18 @@ class DeviceSession:
             while cursor < len(state) and state[cursor] != _UNSENT:
                 cursor += 1
         return cursor if cursor < limit else None
+
+    def _keep_waiting(self, now: float) -> None:
+        """Liveness: a device that can only wait for the server always has a timer armed.
+
+        The answer timer normally runs from the last request; but a downlink can leave the
+        device with nothing to send after that timer was spent (a corrupted or late ACK that
+        reports everything held), and then only a poll can move the session on.
+        """
+        if self._answer_deadline is not None or self._poll_due or self._need_resume:
+            return
+        if self._resume_waiting or self._waiting_for_server():
+            self._answer_deadline = now + self.config.ack_timeout
 
     def _waiting_for_server(self) -> bool:
         """Nothing to send, yet the session is not over: only a downlink can move it on."""

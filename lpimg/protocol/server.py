@@ -86,8 +86,8 @@ class _Session:
     refine_sent: bool = False
     """A REFINE went out for the head request since the last state answer."""
     refine_ever_sent: bool = False
-    notice_sent: bool = False
-    """The stop or abort was sent once unasked; later copies go only to requests."""
+    left: bool = False
+    """The device aborted the session itself, so it needs no notice."""
     window_open: bool = False
     requested: bool = False
 
@@ -153,12 +153,11 @@ class ServerProtocol:
         elif isinstance(frame, ResumeFrame):
             # The rebooted device first needs the state; a pending refine follows after.
             session.refine_sent = True
-            session.notice_sent = False
             self._events.append(SessionResumed(device, session.session_id))
         elif isinstance(frame, DeviceAbortFrame) and session.state is SessionState.ACTIVE:
             text = f"aborted by device: {frame.reason.text}"
             self._finish(session, SessionState.ABORTED, now, frame.reason)
-            session.notice_sent = True  # nothing to tell a device that left
+            session.left = True
             self._events.append(
                 Aborted(device, session.session_id, text, frame.reason, by_peer=True)
             )
@@ -378,9 +377,10 @@ class ServerProtocol:
         if session.state is SessionState.COMPLETE:
             return LayerCompleteFrame(session.layer_count) if asked else None
         if session.state in (SessionState.STOPPED, SessionState.ABORTED):
-            if not (asked or not session.notice_sent):
+            # Every uplink of an ended session means the device has not heard yet, and each
+            # one it sends costs it airtime: answer them all (unless it left by itself).
+            if session.left and not asked:
                 return None
-            session.notice_sent = True
             if session.state is SessionState.STOPPED:
                 return StopFrame()
             return ServerAbortFrame(session.abort_reason)
