@@ -131,10 +131,12 @@ class DeviceSession:
         answers with what it holds, so only missing fragments are sent again. If the server no
         longer knows the session, the device starts it afresh.
         """
-        self = cls.__new__(cls)
-        self._setup(session_id, layers, mtu, now, model_id, geometry, manifest, config, added_groups)
-        self._need_resume = True
-        return self
+        session = cls.__new__(cls)
+        session._setup(
+            session_id, layers, mtu, now, model_id, geometry, manifest, config, added_groups
+        )
+        session._need_resume = True
+        return session
 
     # -- construction ------------------------------------------------------------------------
 

@@ -221,7 +221,8 @@ class ServerProtocol:
 
         Requests are sent one at a time, in order; each is answered by a group of layers
         (``LayersAnnounced``, then ``LayerReceived`` events) or declined (an empty group). The
-        session does not complete while a request is outstanding.
+        session does not complete while a request is outstanding. ``now`` is accepted for
+        symmetry with the other controls; a request takes effect at the next downlink window.
         """
         session = self._active(device)
         if len(session.refines) >= self.config.max_pending_refines:
@@ -232,7 +233,7 @@ class ServerProtocol:
         RefineFrame(0, region, pass_index, priority)  # validates the fields (WireError)
         session.refines.append(request)
 
-    def abort(self, device: str, reason: AbortReason = AbortReason.REJECTED, now: float = 0.0) -> None:
+    def abort(self, device: str, reason: AbortReason, now: float) -> None:
         """End ``device``'s session (for example to reject its model or geometry)."""
         session = self._active(device)
         self._abort(session, reason, now, f"aborted: {reason.text}")
