@@ -33,8 +33,9 @@ class ProtocolConfig:
     """Seconds after an ACK request before the device may poll. It must exceed the uplink
     airtime plus the class A RX2 delay (2 s) and window; the duty cycle usually delays the
     poll much longer anyway."""
-    max_polls: int = 8
-    """Consecutive polls without any downlink, after which the device gives up."""
+    max_polls: int = 12
+    """Consecutive polls without any downlink, after which the device gives up. With 30 %
+    loss each way a poll goes unanswered half the time; 12 in a row happens once in 3,000."""
     max_stalled_polls: int = 24
     """Polls answered without any progress (no new fragment acknowledged, no layer verified),
     after which the device gives up: it bounds a session whose ends disagree."""
