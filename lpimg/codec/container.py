@@ -42,6 +42,10 @@ LayerStruct = cs.Struct(
 
 
 def dumps(header: StreamHeader, layers: list[tuple[LayerSpec, bytes]]) -> bytes:
+    if header.condition is not None:
+        # version 1 has no field for the reference hash: writing it would produce a file that
+        # decodes, as an intra stream, into a wrong picture
+        raise ContainerError("the .lpi format holds intra streams only, not reference-coded ones")
     head = HeaderStruct.build(dict(
         version=VERSION, model_id=header.model_id, width=header.width, height=header.height,
         top_plane=header.top_plane, layer_count=len(layers)))

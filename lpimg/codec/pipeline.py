@@ -44,21 +44,44 @@ def fixed_threads(n: int) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """What makes a stream conditional: it is coded against a reference state both ends hold.
+
+    ``reference`` is the 8-byte hash of the :class:`~lpimg.codec.reference.ReferenceState` the
+    stream was coded against and ``residual_id`` the 16-bit id of the conditional probability
+    tables (:class:`~lpimg.codec.reference.ResidualTables`). See docs/REFERENCE-CODING.md.
+    """
+
+    reference: bytes
+    residual_id: int
+
+
+@dataclass(frozen=True)
 class StreamHeader:
-    """What a decoder must know before the first layer (carried by the session start / .lpi)."""
+    """What a decoder must know before the first layer (carried by the session start / .lpi).
+
+    ``condition`` is None for an intra stream. A conditional stream's first layer (pass 0) is its
+    tile-mode map and pass j+1 is bitplane pass j, so it has one pass more than an intra stream
+    of the same top plane.
+    """
 
     model_id: int
     width: int
     height: int
     top_plane: int
+    condition: Condition | None = None
 
     @property
     def latent_size(self) -> tuple[int, int]:
         return -(-self.width // DOWNSCALE), -(-self.height // DOWNSCALE)
 
     @property
+    def is_conditional(self) -> bool:
+        return self.condition is not None
+
+    @property
     def total_passes(self) -> int:
-        return 2 * self.top_plane + 1
+        return 2 * self.top_plane + 1 + (1 if self.condition is not None else 0)
 
 
 def model_id_of(state: dict, tables: CodecTables) -> int:
@@ -76,10 +99,11 @@ def model_id_of(state: dict, tables: CodecTables) -> int:
 class LearnedCodec:
     """A trained model plus its integer tables, identified by ``model_id``."""
 
-    def __init__(self, model: Codec, tables: CodecTables, name: str) -> None:
+    def __init__(self, model: Codec, tables: CodecTables, name: str, source: Path | None = None) -> None:
         self.model = model.eval()
         self.tables = tables
         self.name = name
+        self.source = source  # the weights file, where companion files (residual tables) live
         self.model_id = model_id_of(model.state_dict(), tables)
         self._pmf = torch.from_numpy(tables.pmf_float())
 
@@ -98,7 +122,7 @@ class LearnedCodec:
         model = Codec(ModelConfig.from_dict(blob["config"]))
         state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()}
         model.load_state_dict(state)
-        return cls(model, CodecTables.from_dict(blob["tables"]), path.stem)
+        return cls(model, CodecTables.from_dict(blob["tables"]), path.stem, path)
 
     @property
     def channels(self) -> int:
@@ -127,6 +151,10 @@ class LearnedCodec:
         return ImageEncoder(self, self.analyse(img), img.shape[1], img.shape[0])
 
     def decoder(self, header: StreamHeader) -> ImageDecoder:
+        if header.condition is not None:
+            raise CodecError(
+                "this stream is coded against a reference frame; decode it with "
+                "lpimg.codec.reference.ConditionalDecoder and the reference it names")
         if header.model_id != self.model_id:
             raise CodecError(
                 f"stream was coded by model id {header.model_id:#06x}; this decoder is "
@@ -142,8 +170,13 @@ class LearnedCodec:
         lo, hi = known_interval(q, n, top)
         chan = torch.arange(q.shape[0])[:, None, None].expand_as(q)
         y = interval_expectation(self._pmf, lo, hi, chan).to(torch.float32)
+        return self.render(y, width, height)
+
+    @torch.no_grad()
+    def render(self, y: torch.Tensor, width: int, height: int) -> np.ndarray:
+        """Latent estimates (C, H, W) float -> uint8 picture (shared by intra and conditional)."""
         with fixed_threads(SYNTHESIS_THREADS):
-            x = self.model.synthesis(y[None])[0, :, :height, :width]
+            x = self.model.synthesis(y.to(torch.float32)[None])[0, :, :height, :width]
         return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
