@@ -351,9 +351,9 @@ def test_layer_record_with_a_bad_crc_fails() -> None:
 
 def test_descriptor_layout() -> None:
     record = build_descriptor(Descriptor(1, 320, 240, (2001,)))
-    # length 8 | model 1 | 320 | 240 | 1 layer | 2001 | CRC
-    assert record[:9] == bytes([8, 1, 0x01, 0x40, 0x00, 0xF0, 1, 0x47, 0xD1])
-    assert len(record) == 1 + 8 + 4
+    # length 9 | model 1 (u16) | 320 | 240 | 1 layer | 2001 | CRC
+    assert record[:10] == bytes([9, 0x00, 0x01, 0x01, 0x40, 0x00, 0xF0, 1, 0x47, 0xD1])
+    assert len(record) == 1 + 9 + 4
 
 
 def test_empty_manifest_is_zero_bytes() -> None:

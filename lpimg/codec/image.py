@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from lpimg.errors import ImageInputError
 
 MIN_SIDE = 16
-MAX_SIDE = 4096  # 256 latent positions: the region fields of the wire and the .lpi are u8-safe x16
+MAX_SIDE = 4080  # 255 latent positions: a refine region (u8 latent units on the wire) can cover it
 
 
 def to_rgb_array(image: Image.Image, *, name: str = "image") -> np.ndarray:

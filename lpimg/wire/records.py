@@ -35,7 +35,7 @@ from lpimg.wire.manifest import Manifest, decode_manifest, encode_manifest
 from lpimg.wire.region import Region, region_from_wire, region_to_wire
 
 DESCRIPTOR_BODY = Struct(
-    "model_id" / Int8ub * "codec model the layers were produced with",
+    "model_id" / Int16ub * "codec model the layers were produced with (a 16-bit weights digest)",
     "width" / Int16ub * "image width in pixels (0: not an image)",
     "height" / Int16ub * "image height in pixels",
     "layer_count" / VarUInt() * "layers in group 0",
@@ -69,8 +69,8 @@ class Descriptor:
     manifest: Manifest = field(default_factory=Manifest)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.model_id <= 255:
-            raise WireError(f"model id {self.model_id} does not fit a byte")
+        if not 0 <= self.model_id <= 0xFFFF:
+            raise WireError(f"model id {self.model_id} does not fit 16 bits")
         if not (0 <= self.width <= 0xFFFF and 0 <= self.height <= 0xFFFF):
             raise WireError(f"geometry {self.width}x{self.height} does not fit 16 bits")
         _check_sizes(self.layer_sizes)
