@@ -84,33 +84,19 @@ def top_plane(q: np.ndarray) -> int:
     return max(peak, 1).bit_length() - 1
 
 
-def _initial_passes(passes: np.ndarray | None, hw: tuple[int, int], top: int) -> np.ndarray:
-    """Per-position pass counters to start from (zeros unless a caller knows more already).
-
-    Conditional coding starts positions whose residual is known to be small part-way down the
-    pass sequence; both ends must start from the same counters.
-    """
-    if passes is None:
-        return np.zeros(hw, dtype=np.int32)
-    out = np.asarray(passes).astype(np.int32)
-    if out.shape != hw:
-        raise CodecError(f"initial pass counters have shape {out.shape}, the grid is {hw}")
-    if (out < 0).any() or (out > num_passes(top)).any():
-        raise CodecError(f"initial pass counters must lie in 0..{num_passes(top)}")
-    return out.copy()
-
-
 def replay_passes(
     specs: list[LayerSpec], shape: tuple[int, int], top: int, initial: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The pass counters after ``specs`` were applied in order, without coding anything.
+    """The pass counters after ``specs`` were applied in order (from ``initial``, default zeros).
 
-    What a device needs to mirror the server's state from the layers it knows were received;
-    the same rules as :meth:`BitplaneDecoder.apply` (a layer advances the positions of its region
-    whose counter equals its pass index, and none of the region may lag behind it).
+    What a device needs to mirror the server's state from the layers it knows were received,
+    without coding anything; the rules of :meth:`BitplaneDecoder.apply`: a layer advances the
+    positions of its region whose counter equals its pass index, and none may lag behind it.
     """
     h, w = shape
-    passes = _initial_passes(initial, (h, w), top)
+    passes = np.zeros((h, w), np.int32) if initial is None else np.array(initial, dtype=np.int32)
+    if passes.shape != (h, w) or (passes < 0).any() or (passes > num_passes(top)).any():
+        raise CodecError(f"initial pass counters must be ({h}, {w}) in 0..{num_passes(top)}")
     for spec in specs:
         pass_kind(spec.index, top)
         area = np.ones((h, w), bool) if spec.region is None else spec.region.clip(w, h).mask(w, h)
@@ -130,47 +116,25 @@ def _bytes_to_words(data: bytes) -> np.ndarray:
     return np.frombuffer(padded, dtype="<u4").astype(np.uint32)
 
 
-def _table_rows(rows: np.ndarray | None, shape: tuple[int, ...], tables: CodecTables) -> np.ndarray | None:
-    """Validate an element -> table row map (None: row = channel, the intra coder's layout)."""
-    if rows is None:
-        return None
-    out = np.asarray(rows).astype(np.int64)
-    if out.shape != tuple(shape):
-        raise CodecError(f"table rows have shape {out.shape}, the latents {tuple(shape)}")
-    if (out < 0).any() or (out >= tables.channels).any():
-        raise CodecError(f"table rows must lie in 0..{tables.channels - 1}")
-    return out
-
-
 class _PassCoder:
-    """The probabilities of one pass, computed identically by encoder and decoder.
+    """The probabilities of one pass, computed identically by encoder and decoder."""
 
-    ``rows`` optionally maps each element to the table row that models it (default: its
-    channel); conditional coding uses it to pick statistics by how precisely the reference knew
-    the element.
-    """
-
-    def __init__(self, tables: CodecTables, top: int, rows: np.ndarray | None = None) -> None:
+    def __init__(self, tables: CodecTables, top: int) -> None:
         self.tables = tables
         self.top = top
-        self.rows = rows
-
-    def _rows(self, sel: np.ndarray) -> np.ndarray:
-        if self.rows is not None:
-            return self.rows[sel]
-        return np.broadcast_to(np.arange(sel.shape[0])[:, None, None], sel.shape)[sel]
 
     def sig_probabilities(
         self, known_sig: np.ndarray, sel: np.ndarray, plane: int,
     ) -> np.ndarray:
         """P(significant) for the selected elements (sel: bool C,H,W)."""
         ctx = significance_context(known_sig)
-        counts = self.tables.sig[self._rows(sel), plane, ctx[sel]].astype(np.float64)
+        chan = np.broadcast_to(np.arange(sel.shape[0])[:, None, None], sel.shape)
+        counts = self.tables.sig[chan[sel], plane, ctx[sel]].astype(np.float64)
         return counts / float(self.tables.PROB_ONE)
 
     def ref_probabilities(self, mag: np.ndarray, sel: np.ndarray, plane: int) -> np.ndarray:
         """P(bit ``plane`` = 1) from the magnitude distribution within the known interval."""
-        chan = self._rows(sel)
+        chan = np.broadcast_to(np.arange(sel.shape[0])[:, None, None], sel.shape)[sel]
         lo = (mag[sel] >> (plane + 1)) << (plane + 1)
         cum = self.tables.mag_cum
         total = cum[chan, lo + (2 << plane)] - cum[chan, lo]
@@ -187,18 +151,15 @@ def _binary_probs(p1: np.ndarray) -> np.ndarray:
 class BitplaneEncoder:
     """Device side: holds the latents and what has been sent of each position."""
 
-    def __init__(
-        self, q: np.ndarray, tables: CodecTables, passes: np.ndarray | None = None,
-        rows: np.ndarray | None = None,
-    ) -> None:
+    def __init__(self, q: np.ndarray, tables: CodecTables) -> None:
         if q.ndim != 3:
             raise CodecError("latents must be (channels, height, width)")
         self.q = q.astype(np.int32)
         self.mag = np.abs(self.q)
         self.tables = tables
         self.top = top_plane(self.q)
-        self.passes = _initial_passes(passes, q.shape[1:], self.top)
-        self._coder = _PassCoder(tables, self.top, _table_rows(rows, q.shape, tables))
+        self.passes = np.zeros(q.shape[1:], dtype=np.int32)
+        self._coder = _PassCoder(tables, self.top)
 
     @property
     def total_passes(self) -> int:
@@ -247,17 +208,14 @@ class BitplaneEncoder:
 class BitplaneDecoder:
     """Server side: the partially known latents (unknown low bits are zero) and pass counters."""
 
-    def __init__(
-        self, shape: tuple[int, int, int], top: int, tables: CodecTables,
-        passes: np.ndarray | None = None, rows: np.ndarray | None = None,
-    ) -> None:
+    def __init__(self, shape: tuple[int, int, int], top: int, tables: CodecTables) -> None:
         if not 0 <= top <= 6:
             raise CodecError(f"top plane {top} out of range 0..6")
         self.q = np.zeros(shape, dtype=np.int32)
         self.top = top
         self.tables = tables
-        self.passes = _initial_passes(passes, tuple(shape[1:]), top)
-        self._coder = _PassCoder(tables, top, _table_rows(rows, tuple(shape), tables))
+        self.passes = np.zeros(shape[1:], dtype=np.int32)
+        self._coder = _PassCoder(tables, top)
 
     @property
     def total_passes(self) -> int:

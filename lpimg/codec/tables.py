@@ -102,27 +102,16 @@ class SignificanceCounter:
         self.ones = np.zeros((channels, NUM_PLANES, NUM_CONTEXTS), dtype=np.int64)
         self.total = np.zeros_like(self.ones)
 
-    def add(
-        self, q: np.ndarray, start_plane: np.ndarray | None = None, rows: np.ndarray | None = None,
-    ) -> None:
-        """Replay the significance passes of one image's latents (C, H, W).
-
-        ``start_plane`` (H, W), optional: a position takes part only in the significance passes
-        of planes below it, for latents whose coding starts part-way (conditional coding starts
-        a skipped tile below its skip plane, where its elements are known to be insignificant).
-        ``rows`` (C, H, W), optional: the table row of each element when rows are not channels.
-        """
+    def add(self, q: np.ndarray) -> None:
+        """Replay the significance passes of one image's latents (C, H, W)."""
         mag = np.abs(q.astype(np.int64))
-        c = self.ones.shape[0]
-        chan = (np.broadcast_to(np.arange(q.shape[0])[:, None, None], q.shape) if rows is None
-                else np.asarray(rows, dtype=np.int64))
+        c = q.shape[0]
+        chan = np.broadcast_to(np.arange(c)[:, None, None], q.shape)
         top = max(int(mag.max()), 1).bit_length() - 1
         for plane in range(top, -1, -1):
             known = mag >= (2 << plane)
             ctx = significance_context(known)
             sel = ~known
-            if start_plane is not None:
-                sel = sel & (np.asarray(start_plane) > plane)[None]
             bits = (mag[sel] >> plane) & 1
             idx = chan[sel] * NUM_CONTEXTS + ctx[sel]
             n = c * NUM_CONTEXTS
