@@ -21,8 +21,8 @@ def msssim(a: np.ndarray, b: np.ndarray) -> float:
     Images whose short side is under 161 pixels are too small for 5 scales; they are measured
     with fewer scales and a 7-tap window rather than refused.
     """
-    x = torch.from_numpy(a).permute(2, 0, 1)[None].double()
-    y = torch.from_numpy(b).permute(2, 0, 1)[None].double()
+    x = torch.tensor(a).permute(2, 0, 1)[None].double()  # copies: decoders give read-only arrays
+    y = torch.tensor(b).permute(2, 0, 1)[None].double()
     side = min(a.shape[:2])
     if side > 160:
         return float(ms_ssim(x, y, data_range=255.0))
