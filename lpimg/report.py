@@ -60,6 +60,9 @@ def rd_plot_png(rows: Sequence[LayerRow], title: str) -> bytes:
         a1.plot([r.jpeg_bytes for r in jp], [r.jpeg_msssim for r in jp], "s--",
                 label="JPEG at the same bytes")
     a1.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    a1.xaxis.set_minor_formatter(NullFormatter())
     a1.set_xlabel("bytes received")
     a1.set_ylabel("MS-SSIM")
     a1.grid(alpha=0.3)
