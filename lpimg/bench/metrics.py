@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import torch
-from pytorch_msssim import ms_ssim
+from pytorch_msssim import ms_ssim, ssim
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -18,16 +18,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def msssim(a: np.ndarray, b: np.ndarray) -> float:
     """Standard 5-scale MS-SSIM (11-tap window) on RGB with ``data_range=255`` given explicitly.
 
-    Images whose short side is under 161 pixels are too small for 5 scales; they are measured
-    with fewer scales and a 7-tap window rather than refused.
+    Pictures whose short side is 160 pixels or less are too small for 5 scales of an 11-tap
+    window; they are measured with 4 scales and the largest window that fits (single-scale SSIM
+    below 33 pixels) rather than refused. Reports on such thumbnails say so.
     """
     x = torch.tensor(a).permute(2, 0, 1)[None].double()  # copies: decoders give read-only arrays
     y = torch.tensor(b).permute(2, 0, 1)[None].double()
     side = min(a.shape[:2])
     if side > 160:
         return float(ms_ssim(x, y, data_range=255.0))
+    if side <= 32:
+        return float(ssim(x, y, data_range=255.0, win_size=3))
+    win = 7 if side > 96 else 5 if side > 64 else 3
     weights = [0.0448, 0.2856, 0.3001, 0.2363]
-    return float(ms_ssim(x, y, data_range=255.0, win_size=7, weights=weights))
+    return float(ms_ssim(x, y, data_range=255.0, win_size=win, weights=weights))
 
 
 def msssim_db(v: float) -> float:
