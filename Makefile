@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint fuzz clean
+FUZZ_SECONDS ?= 60
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check lpimg tests examples fuzz
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+fuzz: $(STAMP)
+	cd fuzz && for h in fuzz_*.py; do echo "== $$h ($(FUZZ_SECONDS) s)"; \
+		FUZZ_SECONDS=$(FUZZ_SECONDS) ../$(BIN)/python $$h || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check lpimg tests examples fuzz
