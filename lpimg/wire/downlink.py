@@ -184,6 +184,81 @@ def _refine_fields(frame: RefineFrame) -> dict[str, Any]:
     }
 
 
+# -- fast paths ------------------------------------------------------------------------------
+# Hand-written equivalents of the declarations above, for the hot loop (see registry.py). The
+# declarations stay normative; tests/test_wire_fast.py proves these accept, reject and build
+# exactly the same bytes. A fast build returns None for a frame whose fields are not plain,
+# which then takes the declared path.
+
+
+def _fast_parse_ack(data: bytes) -> AckFrame:
+    if len(data) < 2 or data[0] & 0xC0:
+        raise WireError("malformed ACK frame: it starts with 00 and a 14-bit next")
+    return AckFrame(((data[0] << 8) | data[1]) & 0x3FFF, bytes(data[2:]))
+
+
+def _fast_build_ack(frame: AckFrame) -> bytes | None:
+    bitmap = frame.bitmap
+    if type(bitmap) is not bytes or type(frame.next) is not int:
+        return None
+    return frame.next.to_bytes(2, "big") + bitmap
+
+
+def _fast_parse_layer_complete(data: bytes) -> LayerCompleteFrame:
+    if len(data) != 2 or data[0] >> 6 != 0b01:
+        raise WireError("malformed LAYER_COMPLETE frame: it is 01 and a 14-bit count")
+    return LayerCompleteFrame(((data[0] << 8) | data[1]) & 0x3FFF)
+
+
+def _fast_build_layer_complete(frame: LayerCompleteFrame) -> bytes | None:
+    if type(frame.count) is not int:
+        return None
+    return (0x4000 | frame.count).to_bytes(2, "big")
+
+
+def _fast_parse_refine(data: bytes) -> RefineFrame:
+    if len(data) != 6 or data[0] >> 6 != 0b10:
+        raise WireError("malformed REFINE frame: it is 10, priority, seq and five bytes")
+    first = data[0]
+    return RefineFrame(
+        first & 0x0F,
+        region_from_wire(data[1], data[2], data[3], data[4]),
+        data[5],
+        (first >> 4) & 0x03,
+    )
+
+
+def _fast_build_refine(frame: RefineFrame) -> bytes | None:
+    seq, priority, pass_index = frame.seq, frame.priority, frame.pass_index
+    if type(seq) is not int or type(priority) is not int or type(pass_index) is not int:
+        return None
+    region = frame.region
+    if region is None:
+        return bytes((0x80 | (priority << 4) | seq, 0, 0, 0, 0, pass_index))
+    return bytes(
+        (0x80 | (priority << 4) | seq, region.x, region.y, region.width, region.height, pass_index)
+    )
+
+
+_STOP_BYTES = b"\xc0"
+
+
+def _fast_parse_stop(data: bytes) -> StopFrame:
+    if data != _STOP_BYTES:
+        raise WireError("malformed STOP frame: it is exactly the byte 0xc0")
+    return _STOP
+
+
+def _fast_parse_abort(data: bytes) -> ServerAbortFrame:
+    if len(data) != 1 or data[0] >> 4 != 0b1101:
+        raise WireError("malformed ABORT frame: it is one byte, 1101 and a reason")
+    return ServerAbortFrame(AbortReason.from_code(data[0] & 0x0F))
+
+
+def _fast_build_abort(frame: ServerAbortFrame) -> bytes | None:
+    return bytes((0xD0 | frame.reason,))
+
+
 ACK_SPEC = FrameSpec(
     "ACK",
     "downlink",
@@ -192,6 +267,8 @@ ACK_SPEC = FrameSpec(
     lambda c: AckFrame(c.header.next, c.bitmap),
     lambda f: {"header": {"next": f.next}, "bitmap": f.bitmap},
     "bitmap ACK of the session stream",
+    _fast_parse_ack,
+    _fast_build_ack,
 )
 LAYER_COMPLETE_SPEC = FrameSpec(
     "LAYER_COMPLETE",
@@ -201,6 +278,8 @@ LAYER_COMPLETE_SPEC = FrameSpec(
     lambda c: LayerCompleteFrame(c.header.count),
     lambda f: {"header": {"count": f.count}},
     "layers verified; with every announced layer, the session is complete",
+    _fast_parse_layer_complete,
+    _fast_build_layer_complete,
 )
 REFINE_SPEC = FrameSpec(
     "REFINE",
@@ -215,6 +294,8 @@ REFINE_SPEC = FrameSpec(
     ),
     _refine_fields,
     "ask for more passes over a rectangle",
+    _fast_parse_refine,
+    _fast_build_refine,
 )
 STOP_SPEC = FrameSpec(
     "STOP",
@@ -224,6 +305,8 @@ STOP_SPEC = FrameSpec(
     lambda c: _STOP,
     lambda f: {"header": {}},
     "enough: the device ends the session",
+    _fast_parse_stop,
+    lambda f: _STOP_BYTES,
 )
 SERVER_ABORT_SPEC = FrameSpec(
     "ABORT",
@@ -233,6 +316,8 @@ SERVER_ABORT_SPEC = FrameSpec(
     lambda c: ServerAbortFrame(AbortReason.from_code(c.header.reason)),
     lambda f: {"header": {"reason": int(f.reason)}},
     "the server ends or does not know the session",
+    _fast_parse_abort,
+    _fast_build_abort,
 )
 
 DOWNLINK_SPECS: tuple[FrameSpec[Any], ...] = (

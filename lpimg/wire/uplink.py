@@ -15,7 +15,7 @@ from typing import Any
 from construct import GreedyBytes, Int16ub, Struct, Terminated
 
 from lpimg.errors import WireError
-from lpimg.wire.codes import MAX_FRAGMENTS, PROTOCOL_VERSION, AbortReason
+from lpimg.wire.codes import MAX_FRAGMENTS, PROTOCOL_VERSION, START_HEADER_SIZE, AbortReason
 from lpimg.wire.fields import BitFields, Bits
 from lpimg.wire.registry import FrameSpec
 
@@ -159,6 +159,91 @@ def _start_fields(frame: StartFrame) -> dict[str, Any]:
     }
 
 
+# -- fast paths ------------------------------------------------------------------------------
+# Hand-written equivalents of the declarations above, for the hot loop (see registry.py). The
+# declarations stay normative; tests/test_wire_fast.py proves these accept, reject and build
+# exactly the same bytes. A fast build returns None for a frame whose fields are not plain
+# (a non-bool flag, a non-bytes payload), which then takes the declared path.
+
+
+def _fast_parse_data(data: bytes) -> DataFrame:
+    if len(data) < 2:
+        raise WireError("malformed DATA frame: shorter than its 2-byte header")
+    header = (data[0] << 8) | data[1]
+    if not header & 0x8000:
+        raise WireError("malformed DATA frame: kind must be 1")
+    return DataFrame(header & 0x3FFF, bytes(data[2:]), bool(header & 0x4000))
+
+
+def _fast_build_data(frame: DataFrame) -> bytes | None:
+    ack, payload = frame.ack, frame.payload
+    if type(ack) is not bool or type(payload) is not bytes or type(frame.index) is not int:
+        return None
+    return ((0xC000 if ack else 0x8000) | frame.index).to_bytes(2, "big") + payload
+
+
+def _fast_parse_start(data: bytes) -> StartFrame:
+    if len(data) < START_HEADER_SIZE:
+        raise WireError("malformed START frame: shorter than its 5-byte header")
+    first = data[0]
+    if first >> 4 != 0b0001:
+        raise WireError("malformed START frame: kind must be 0001")
+    return StartFrame(
+        (data[1] << 8) | data[2],
+        (data[3] << 8) | data[4],
+        bytes(data[START_HEADER_SIZE:]),
+        bool(first & 0x08),
+        first & 0x07,
+    )
+
+
+def _fast_build_start(frame: StartFrame) -> bytes | None:
+    ack, chunk = frame.ack, frame.chunk
+    if type(ack) is not bool or type(chunk) is not bytes:
+        return None
+    if type(frame.session_id) is not int or type(frame.fragment_size) is not int:
+        return None
+    if type(frame.version) is not int:
+        return None
+    first = 0x18 if ack else 0x10
+    return (
+        bytes((first | frame.version,))
+        + ((frame.session_id << 16) | frame.fragment_size).to_bytes(4, "big")
+        + chunk
+    )
+
+
+_POLL_BYTES = b"\x20"
+
+
+def _fast_parse_poll(data: bytes) -> PollFrame:
+    if data != _POLL_BYTES:
+        raise WireError("malformed POLL frame: it is exactly the byte 0x20")
+    return _POLL
+
+
+def _fast_parse_resume(data: bytes) -> ResumeFrame:
+    if len(data) != 3 or data[0] != 0x30:
+        raise WireError("malformed RESUME frame: it is 0x30 and a 16-bit session id")
+    return ResumeFrame((data[1] << 8) | data[2])
+
+
+def _fast_build_resume(frame: ResumeFrame) -> bytes | None:
+    if type(frame.session_id) is not int:
+        return None
+    return (0x300000 | frame.session_id).to_bytes(3, "big")
+
+
+def _fast_parse_abort(data: bytes) -> DeviceAbortFrame:
+    if len(data) != 1 or data[0] >> 4 != 0b0100:
+        raise WireError("malformed ABORT frame: it is one byte, 0100 and a reason")
+    return DeviceAbortFrame(AbortReason.from_code(data[0] & 0x0F))
+
+
+def _fast_build_abort(frame: DeviceAbortFrame) -> bytes | None:
+    return bytes((0x40 | frame.reason,))
+
+
 DATA_SPEC = FrameSpec(
     "DATA",
     "uplink",
@@ -167,6 +252,8 @@ DATA_SPEC = FrameSpec(
     lambda c: DataFrame(c.header.index, c.payload, c.header.ack),
     _data_fields,
     "one fragment of the session stream",
+    _fast_parse_data,
+    _fast_build_data,
 )
 START_SPEC = FrameSpec(
     "START",
@@ -178,6 +265,8 @@ START_SPEC = FrameSpec(
     ),
     _start_fields,
     "session start, carrying fragment 0 of the stream",
+    _fast_parse_start,
+    _fast_build_start,
 )
 POLL_SPEC = FrameSpec(
     "POLL",
@@ -187,6 +276,8 @@ POLL_SPEC = FrameSpec(
     lambda c: _POLL,
     lambda f: {"header": {}},
     "ACK request when no fragment is left to carry the flag",
+    _fast_parse_poll,
+    lambda f: _POLL_BYTES,
 )
 RESUME_SPEC = FrameSpec(
     "RESUME",
@@ -196,6 +287,8 @@ RESUME_SPEC = FrameSpec(
     lambda c: ResumeFrame(c.session_id),
     lambda f: {"header": {}, "session_id": f.session_id},
     "resume request after a device reboot",
+    _fast_parse_resume,
+    _fast_build_resume,
 )
 DEVICE_ABORT_SPEC = FrameSpec(
     "ABORT",
@@ -205,6 +298,8 @@ DEVICE_ABORT_SPEC = FrameSpec(
     lambda c: DeviceAbortFrame(AbortReason.from_code(c.header.reason)),
     lambda f: {"header": {"reason": int(f.reason)}},
     "the device gives the session up",
+    _fast_parse_abort,
+    _fast_build_abort,
 )
 
 UPLINK_SPECS: tuple[FrameSpec[Any], ...] = (
