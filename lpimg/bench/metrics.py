@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-from pytorch_msssim import ms_ssim, ssim
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -22,6 +20,9 @@ def msssim(a: np.ndarray, b: np.ndarray) -> float:
     window; they are measured with 4 scales and the largest window that fits (single-scale SSIM
     below 33 pixels) rather than refused. Reports on such thumbnails say so.
     """
+    import torch  # here, not at the top: `lpimg --help` should not wait for torch
+    from pytorch_msssim import ms_ssim, ssim
+
     x = torch.tensor(a).permute(2, 0, 1)[None].double()  # copies: decoders give read-only arrays
     y = torch.tensor(b).permute(2, 0, 1)[None].double()
     side = min(a.shape[:2])
