@@ -221,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from lpimg.bench import add_bench_parser
     from lpimg.demo import add_parser as add_demo_parser
+    from lpimg.endpoint.cli import add_parsers as add_endpoint_parsers
 
     add_demo_parser(sub)
+    add_endpoint_parsers(sub)
     add_bench_parser(sub)
     return parser
 

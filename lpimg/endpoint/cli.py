@@ -1,0 +1,305 @@
+"""``lpimg send``, ``lpimg serve`` and ``lpimg inspect``: the endpoints and the dissector as
+commands. Registered by :func:`lpimg.cli.build_parser` through :func:`add_parsers`; the work is
+in the library (:class:`~lpimg.endpoint.Device`, :class:`~lpimg.endpoint.Server`,
+:mod:`lpimg.endpoint.dissect`), so a gateway embedding lpimg gets the same behaviour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lpimg.errors import LinkError, LpimgError
+
+log = logging.getLogger("lpimg.endpoint.cli")
+
+
+def _reject_sim(url: str, role: str) -> None:
+    from lpimg.link.url import LinkURL
+
+    if LinkURL.parse(url).scheme == "sim":
+        raise LinkError(
+            f"sim:// links are in-process (a device and a server share one virtual clock), so "
+            f"`lpimg {role}` cannot use one on its own: run `lpimg demo`, or use "
+            "lpimg.endpoint.Device and Server in one program"
+        )
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from lpimg.protocol import ProtocolConfig
+
+    values = {}
+    if getattr(args, "ack_timeout", None) is not None:
+        values["ack_timeout"] = args.ack_timeout
+    if getattr(args, "idle_timeout", None) is not None:
+        values["idle_timeout"] = args.idle_timeout
+    return ProtocolConfig(**values)
+
+
+def _logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# -- send ----------------------------------------------------------------------------------
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from lpimg.endpoint.device import Device, Pacing
+    from lpimg.link import open_device_link
+
+    _logging(args)
+    _reject_sim(args.link, "send")
+    pacing = Pacing.lorawan(args.duty_cycle, min_interval=args.min_interval) if args.duty_cycle \
+        else Pacing(min_interval=args.min_interval)
+
+    async def main() -> Any:
+        async with open_device_link(args.link, args.device) as link:
+            device = Device(link, model=args.model, store=args.store, config=_config(args), pacing=pacing)
+            return await device.send(args.image, layers=args.layers, timeout=args.timeout)
+
+    result = asyncio.run(main())
+    line = (f"{args.device}: session {result.session_id:04x}: {result.reason}; "
+            f"{result.layers_acknowledged}/{result.layers} layers acknowledged, "
+            f"{result.layer_bytes} layer bytes, {result.stats.uplinks} uplinks "
+            f"({result.stats.retransmissions} retransmissions), {result.stats.downlinks} downlinks"
+            f"{', resumed' if result.resumed else ''}")
+    if result.completed:
+        print(line)
+        return 0
+    print(f"lpimg: send failed: {line}", file=sys.stderr)
+    return 1
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_name(text: str) -> str:
+    """A device or image id as one harmless path component (no '/', no leading dot)."""
+    name = _SAFE.sub("_", text).lstrip(".") or "_"
+    return name[:128]
+
+
+def write_update(out: Path, update: Any) -> Path:
+    """Write ``<out>/<device>/<image>.png`` and its JSON sidecar, each atomically."""
+    from PIL import Image
+
+    from lpimg.endpoint.store import atomic_write
+
+    folder = out / safe_name(update.device)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = safe_name(update.image_id)
+    png = folder / f"{stem}.png"
+    if update.decodable:
+        buffer = io.BytesIO()
+        Image.fromarray(update.reconstruction).save(buffer, format="PNG")
+        atomic_write(png, buffer.getvalue())
+    sidecar = {
+        "device": update.device,
+        "session_id": update.session_id,
+        "image_id": update.image_id,
+        "width": update.width,
+        "height": update.height,
+        "model_id": update.model_id,
+        "layers": update.layers,
+        "bytes": update.bytes,
+        "final": update.final,
+        "reason": update.reason,
+        "png": png.name if update.decodable else None,
+        "timing": {
+            "started_at": update.started_at,
+            "updated_at": update.updated_at,
+            "elapsed_s": update.updated_at - update.started_at,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(update.wall_time)),
+        },
+        "received": [
+            {"index": layer.index, "pass": layer.pass_index, "bytes": layer.size,
+             "region": None if layer.region is None else
+             [layer.region.x, layer.region.y, layer.region.width, layer.region.height],
+             "at": layer.at}
+            for layer in update.received
+        ],
+    }
+    atomic_write(folder / f"{stem}.json", json.dumps(sidecar, indent=1).encode())
+    return png
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from lpimg.endpoint.policies import ByteBudget
+    from lpimg.endpoint.server import Server
+    from lpimg.link import open_server_link
+
+    _logging(args)
+    _reject_sim(args.link, "serve")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policies = [ByteBudget(args.budget)] if args.budget else []
+    devices = set(args.devices.split(",")) if args.devices else None
+
+    async def main() -> int:
+        async with open_server_link(args.link) as link:
+            server = Server(link, model=args.model, config=_config(args), policies=policies,
+                            devices=devices)
+            updates = server.updates()
+            async with server:
+                (out / ".serving").write_text(f"{args.link}\n")  # tells scripts the server listens
+                async for update in updates:
+                    write_update(out, update)
+                    state = update.reason if update.final else "receiving"
+                    print(f"{update.device}/{update.image_id}: {update.layers} layers, "
+                          f"{update.bytes} bytes ({state})", flush=True)
+                    if args.once and update.final:
+                        return 0 if update.completed else 1
+                if server.error is not None:
+                    raise server.error
+        return 0
+
+    return asyncio.run(main())
+
+
+# -- inspect -------------------------------------------------------------------------------
+
+
+def _frames_from_file(path: str) -> list[tuple[str | None, bytes]]:
+    from lpimg.endpoint.dissect import parse_hex
+    from lpimg.errors import WireError
+
+    raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return [(None, raw)]
+    frames: list[tuple[str | None, bytes]] = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        direction = None
+        head, _, rest = line.partition(" ")
+        if head.rstrip(":").lower() in ("up", "down", "uplink", "downlink") and rest:
+            direction = "up" if head.lower().startswith("up") else "down"
+            line = rest
+        try:
+            frames.append((direction, parse_hex(line)))
+        except WireError:
+            return [(None, raw)]  # not a hex listing: the file is one binary frame
+    return frames
+
+
+def _print_frames(frames: list[tuple[str | None, bytes]], direction: str) -> None:
+    from lpimg.endpoint.dissect import dissect_frame, dissect_stream, format_dissection, reassemble
+
+    uplinks = []
+    for number, (given, data) in enumerate(frames):
+        dissection = dissect_frame(data, given or direction)  # type: ignore[arg-type]
+        prefix = f"#{number} " if len(frames) > 1 else ""
+        print(prefix + format_dissection(dissection))
+        if dissection.direction == "up" and dissection.error is None:
+            uplinks.append(data)
+    if len(uplinks) > 1 or any(d[:1] and d[0] >> 4 == 1 for d in uplinks):
+        stream, notes = reassemble(uplinks)
+        if stream:
+            print(f"\nsession stream reassembled from the uplinks: {len(stream)} bytes")
+            for note in notes:
+                print(f"  note: {note}")
+            for record in dissect_stream(stream):
+                print(format_dissection(record))
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from lpimg.endpoint.dissect import dissect_stream, format_dissection, parse_hex
+
+    if args.link:
+        return _inspect_link(args)
+    if args.file:
+        frames = _frames_from_file(args.file)
+    elif args.hex:
+        frames = [(None, parse_hex(text)) for text in args.hex]
+    else:
+        raise LpimgError("give frames as hex, --file FILE (hex lines, '-' for stdin) or --link URL")
+    if args.records:
+        stream = b"".join(data for _, data in frames)
+        for record in dissect_stream(stream):
+            print(format_dissection(record))
+        return 0
+    _print_frames(frames, args.direction)
+    return 0
+
+
+def _inspect_link(args: argparse.Namespace) -> int:
+    from lpimg.endpoint.dissect import dissect_frame, format_dissection
+    from lpimg.link import open_server_link
+
+    _reject_sim(args.link, "inspect --link")
+
+    async def main() -> None:
+        async with open_server_link(args.link) as link:
+            print(f"listening on {args.link} (uplinks, as a server link receives them)", flush=True)
+            seen = 0
+            async for device, frame in link:
+                stamp = time.strftime("%H:%M:%S")
+                direction = "down" if args.direction == "down" else "up"
+                print(f"{stamp} from {device}: " + format_dissection(dissect_frame(frame, direction)),
+                      flush=True)
+                seen += 1
+                if args.count and seen >= args.count:
+                    return
+
+    asyncio.run(main())
+    return 0
+
+
+# -- registration --------------------------------------------------------------------------
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``send``, ``serve`` and ``inspect`` to the ``lpimg`` command."""
+    p = sub.add_parser("send", help="device role: send a picture over a link (exit 0 once delivered)")
+    p.add_argument("image", help="picture file")
+    p.add_argument("--link", required=True, help="link URL: serial://, socket://, mqtt://, ttn://, ...")
+    p.add_argument("--device", required=True, help="this device's id on the link")
+    p.add_argument("--store", help="session store directory: a restarted send resumes from it")
+    p.add_argument("--layers", type=int, default=None, help="send only the first K layers")
+    p.add_argument("--model", default="lpimg-b1")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.add_argument("--min-interval", type=float, default=0.0,
+                   help="least seconds between two uplinks (a radio that does not pace itself)")
+    p.add_argument("--duty-cycle", metavar="PROFILE", default=None,
+                   help="enforce a region's duty cycle with LoRa airtime, e.g. lorawan-eu868:dr3")
+    p.add_argument("--ack-timeout", type=float, default=None, help="seconds before polling the server")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_send)
+
+    p = sub.add_parser("serve", help="server role: receive pictures, write DIR/<device>/<image>.png")
+    p.add_argument("--link", required=True, help="link URL: serial://, mqtt://, ttn://, chirpstack://, ...")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--budget", type=int, default=None, help="stop each picture after this many layer bytes")
+    p.add_argument("--once", action="store_true", help="exit after the first picture ends (0: delivered)")
+    p.add_argument("--devices", default=None, help="comma-separated device ids to accept (default: all)")
+    p.add_argument("--model", default="lpimg-b1")
+    p.add_argument("--ack-timeout", type=float, default=None)
+    p.add_argument("--idle-timeout", type=float, default=None,
+                   help="seconds of silence after which a session is abandoned")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("inspect", help="dissect frames field by field (hex, a file, or a live link)")
+    p.add_argument("hex", nargs="*", help="frames as hex (one argument per frame)")
+    p.add_argument("--file", help="text file of hex frames, one per line ('up'/'down' prefix allowed), "
+                                  "or a binary frame; '-' reads stdin")
+    p.add_argument("--link", help="listen on a server link and dissect every uplink")
+    p.add_argument("--count", type=int, default=0, help="with --link: stop after N frames")
+    p.add_argument("--direction", choices=("auto", "up", "down"), default="auto")
+    p.add_argument("--records", action="store_true",
+                   help="the input is session stream bytes: dissect its records")
+    p.set_defaults(func=_cmd_inspect)
