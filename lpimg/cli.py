@@ -50,6 +50,30 @@ def _cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit_residual(args: argparse.Namespace) -> int:
+    from lpimg.codec.reference import ResidualTables
+    from lpimg.codec.residual_fit import fit_residual_tables
+
+    codec = _codec(args)
+    if args.quiet:
+        progress = None
+    else:
+        from tqdm import tqdm
+
+        def progress(items, desc):  # noqa: ANN001, ANN202
+            return tqdm(items, desc=desc, leave=False)
+
+    tables = fit_residual_tables(
+        codec, args.frames, args.train, fixed_pairs=args.pairs, synthetic_pairs=args.synthetic,
+        frame_range=range(*args.frame_range), tile=args.tile, tolerance=args.tolerance,
+        seed=args.seed, progress=progress)
+    out = tables.save(args.out or ResidualTables.path_for(codec))
+    print(f"{out}: residual tables {tables.residual_id:#06x} for model {codec.name} "
+          f"({codec.model_id:#06x}), {tables.meta['pairs']} pairs, "
+          f"{tables.meta['skipped_tiles'] / max(1, tables.meta['tiles']):.0%} of tiles skipped")
+    return 0
+
+
 def _cmd_encode(args: argparse.Namespace) -> int:
     from lpimg.codec import container
     from lpimg.codec.image import load_image
@@ -192,6 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="lpimg/codec/weights/lpimg-b1.pt")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_release)
+
+    p = with_model(sub.add_parser(
+        "fit-residual", help="fit the reference-frame coding tables of a model (rerun after release)"))
+    p.add_argument("--frames", default="../shared/data/fixedcam", help="fixed-camera frames")
+    p.add_argument("--frame-range", type=int, nargs=2, default=(0, 450), metavar=("FIRST", "STOP"),
+                   help="frames pairs are drawn from (default: the first half; benchmarks use the rest)")
+    p.add_argument("--train", nargs="+", default=["../shared/data/train"],
+                   help="still images for synthetic pairs")
+    p.add_argument("--pairs", type=int, default=300, help="fixed-camera frame pairs")
+    p.add_argument("--synthetic", type=int, default=300, help="synthetic pairs from still images")
+    p.add_argument("--tile", type=int, default=2, help="skip tile side in latent positions")
+    p.add_argument("--tolerance", type=int, default=1, help="skip tolerance the encoder will use")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="default: <weights>.residual.npz next to the model")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_fit_residual)
 
     p = with_model(sub.add_parser("encode", help="picture -> .lpi"))
     p.add_argument("input")
