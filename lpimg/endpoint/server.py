@@ -547,7 +547,7 @@ class Server:
             if record is not None and record.stop_why:
                 reason = f"stopped: {record.stop_why}"
         else:
-            reason = event.reason
+            reason = event.reason if event.reason.startswith("aborted") else f"aborted: {event.reason}"
             if record is not None and record.stop_why and not event.by_peer:
                 reason = record.stop_why
         if record is None:

@@ -12,14 +12,17 @@ async link interface, so the endpoints run unchanged::
 Virtual time
     Every link end opened on one URL (per event loop and ``net=`` name) joins one
     :class:`SimNetwork`, a discrete-event medium with its own clock (``link.clock.time()``,
-    starting at 0). The clock only moves when **every open link end of the network is blocked
-    in the medium** (in ``recv`` or in a ``send`` that waits for the radio): it then jumps to the
-    next scheduled thing (a frame arriving, a receive window opening, a ``recv`` timeout). Hours
-    of duty-cycle waiting therefore pass in milliseconds, and a run is deterministic for a given
-    seed. The asyncio loop itself is untouched (no ``looptime``), so real I/O and other tasks
-    keep working beside a simulation; only the link ends are on virtual time. ``recv(timeout)``
-    timeouts are virtual seconds. A link end that is open but not waiting (its owner busy, or
-    forgotten) holds the clock: use each link end from one task and close it when done.
+    starting at 0). The clock moves only when **no link end's owner can act at the current
+    instant**: every end is either blocked in the medium (in ``recv``, or in a ``send`` that
+    waits for the radio) or has not called into it for a few event-loop turns (its owner is
+    done with it for now, or waits on something else). It then jumps to the next scheduled thing
+    (a frame arriving, a receive window opening, a ``recv`` timeout). Hours of duty-cycle
+    waiting therefore pass in milliseconds, and a run is deterministic for a given seed. The
+    asyncio loop itself is untouched (no ``looptime``), so other tasks and real I/O keep working
+    beside a simulation; only the link ends are on virtual time, and ``recv(timeout)`` timeouts
+    are virtual seconds. Work between two calls into the medium takes no virtual time, so an
+    owner must not await real time (``asyncio.sleep``, a thread) in the middle of reacting to a
+    frame: the clock would move on without it. Use each link end from one task.
 
 The model (per device, with the network shared):
     - an uplink occupies the device's radio for its LoRa time on air and is charged to the
@@ -175,11 +178,21 @@ class _Scheduled:
 
 
 class _End:
-    """A link end's membership of a network, and its coroutines blocked in the medium."""
+    """A link end's membership of a network: its coroutines blocked in the medium, and a
+    counter of its calls into the medium (to tell an owner that is busy from one that is done
+    with the link for now)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.waiters: list[_Waiter] = []
+        self.activity = 0
+
+
+_SETTLE_HOPS = 3
+"""Event-loop turns an end that is not blocked gets to call into the medium before the clock
+moves on without it. A woken endpoint re-blocks within one turn (nothing in a sim link
+suspends except a wait in the medium); an end whose owner is done (a device that finished but
+keeps its link open) or waits on something else (a queue) shows no activity and is idle."""
 
 
 class SimNetwork:
@@ -198,6 +211,7 @@ class SimNetwork:
         self._seq = itertools.count()
         self._ends: set[_End] = set()
         self._advance_pending = False
+        self._woke = False
         self.devices: dict[str, SimDeviceLink] = {}
         self.server: SimServerLink | None = None
         self._gateway: dict[Window, DutyCycle] = {}
@@ -235,6 +249,7 @@ class SimNetwork:
         if deadline is not None:
             timer = self.schedule(deadline, lambda: self._release(waiter))
         end.waiters.append(waiter)
+        end.activity += 1
         self._maybe_advance()
         try:
             await future
@@ -254,6 +269,7 @@ class SimNetwork:
         self._unblock(waiter)
         if not waiter.future.done():
             waiter.future.set_result(None)
+            self._woke = True
 
     def notify(self, end: _End) -> None:
         """Wake every coroutine of ``end`` (a frame arrived, its radio became free)."""
@@ -261,26 +277,43 @@ class SimNetwork:
             self._release(waiter)
 
     def _maybe_advance(self) -> None:
-        if self._advance_pending or not self._ready_to_advance():
+        """Arrange for the clock to move once no end's owner can act at this instant."""
+        if self._advance_pending or not self._heap or not self._ends:
             return
         self._advance_pending = True
-        self._loop.call_soon(self._advance)
+        if all(end.waiters for end in self._ends):
+            self._loop.call_soon(self._settle, None, 0)
+        else:
+            marks = {end: end.activity for end in self._ends}
+            self._loop.call_soon(self._settle, marks, _SETTLE_HOPS)
 
-    def _ready_to_advance(self) -> bool:
-        return bool(self._heap) and bool(self._ends) and all(e.waiters for e in self._ends)
+    def _settle(self, marks: dict[_End, int] | None, hops: int) -> None:
+        if hops > 1:
+            self._loop.call_soon(self._settle, marks, hops - 1)
+            return
+        self._advance_pending = False
+        idle = all(end.waiters or (marks is not None and marks.get(end) == end.activity)
+                   for end in self._ends)
+        if idle:
+            self._advance()
+        else:
+            self._maybe_advance()
 
     def _advance(self) -> None:
-        """Everyone waits: run what is due next, and keep going while nobody was woken."""
-        self._advance_pending = False
-        while self._ready_to_advance():
+        """Nobody can act now: run what is due next, and go on until someone is woken."""
+        while self._heap:
             item = heapq.heappop(self._heap)
             if item.cancelled:
                 continue
             self._now = max(self._now, item.time)
+            self._woke = False
             try:
                 item.action()
             except Exception:  # a bug in the model must not stall every waiter silently
                 log.exception("sim network: scheduled action failed")
+            if self._woke:
+                break
+        self._maybe_advance()
 
     # -- membership --------------------------------------------------------------------------
 
@@ -522,6 +555,7 @@ class SimDeviceLink(DeviceLink):
     def transmit_ready_at(self) -> float:
         """Virtual time at which the radio may next transmit (after its receive windows, the
         duty cycle and the fair-use budget); the device should pick its frame then."""
+        self._end.activity += 1
         time = self._radio_free_at
         if self._duty is not None:
             time = max(time, self._duty.ready_at())
@@ -533,6 +567,7 @@ class SimDeviceLink(DeviceLink):
         """Transmit when the radio may (waiting in virtual time if it is busy)."""
         frame = check_frame(frame, self.mtu)
         network = self._require_open()
+        self._end.activity += 1
         while (ready := self.transmit_ready_at()) > network.time():
             if self._fair is not None and self._fair.uplink_ready_at(network.time()) > network.time():
                 self.radio.fair_use_deferrals += 1
@@ -544,6 +579,7 @@ class SimDeviceLink(DeviceLink):
     async def recv(self, timeout: float | None = None) -> bytes | None:
         """The next downlink; ``None`` after ``timeout`` virtual seconds."""
         network = self._require_open()
+        self._end.activity += 1
         deadline = None if timeout is None else network.time() + max(0.0, timeout)
         while not self._inbox:
             if deadline is not None and network.time() >= deadline:
@@ -604,6 +640,7 @@ class SimServerLink(ServerLink):
         """Queue ``frame`` for ``device``'s next receive window (class A) or send it (NB-IoT)."""
         frame = check_frame(frame, self.mtu)
         network = self._require_open()
+        self._end.activity += 1
         network.downlink(device, frame)
         self.stats.count_out(frame)
 
@@ -615,6 +652,7 @@ class SimServerLink(ServerLink):
     async def recv_within(self, timeout: float | None) -> tuple[str, bytes] | None:
         """The next uplink, or ``None`` after ``timeout`` virtual seconds."""
         network = self._require_open()
+        self._end.activity += 1
         deadline = None if timeout is None else network.time() + max(0.0, timeout)
         while not self._inbox:
             if deadline is not None and network.time() >= deadline:
