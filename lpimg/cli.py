@@ -29,9 +29,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         patch=args.patch, lr=args.lr, lmbda=args.lmbda, seed=args.seed, threads=args.threads,
         checkpoint_every=args.checkpoint_every,
     )
-    final = train(cfg, resume=args.resume, progress=not args.quiet, max_minutes=args.max_minutes)
+    final = train(cfg, resume=args.resume, progress=not args.quiet, max_minutes=args.max_minutes,
+                  stop_at=args.stop_at)
     if final.name == "checkpoint.pt":
-        print(f"stopped after --max-minutes; continue with --resume (checkpoint {final})")
+        print(f"stopped early; continue with --resume (checkpoint {final})")
     else:
         print(f"weights written to {final}")
     return 0
@@ -206,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="checkpoint and stop after this long (the schedule is unchanged)")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="checkpoint and stop at this iteration (the schedule is unchanged)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
 
