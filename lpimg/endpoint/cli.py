@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
-import json
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -81,60 +78,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 # -- serve ---------------------------------------------------------------------------------
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def safe_name(text: str) -> str:
-    """A device or image id as one harmless path component (no '/', no leading dot)."""
-    name = _SAFE.sub("_", text).lstrip(".") or "_"
-    return name[:128]
-
-
-def write_update(out: Path, update: Any) -> Path:
-    """Write ``<out>/<device>/<image>.png`` and its JSON sidecar, each atomically."""
-    from PIL import Image
-
-    from lpimg.endpoint.store import atomic_write
-
-    folder = out / safe_name(update.device)
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = safe_name(update.image_id)
-    png = folder / f"{stem}.png"
-    if update.decodable:
-        buffer = io.BytesIO()
-        Image.fromarray(update.reconstruction).save(buffer, format="PNG")
-        atomic_write(png, buffer.getvalue())
-    sidecar = {
-        "device": update.device,
-        "session_id": update.session_id,
-        "image_id": update.image_id,
-        "width": update.width,
-        "height": update.height,
-        "model_id": update.model_id,
-        "layers": update.layers,
-        "bytes": update.bytes,
-        "final": update.final,
-        "reason": update.reason,
-        "png": png.name if update.decodable else None,
-        "timing": {
-            "started_at": update.started_at,
-            "updated_at": update.updated_at,
-            "elapsed_s": update.updated_at - update.started_at,
-            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(update.wall_time)),
-        },
-        "received": [
-            {"index": layer.index, "pass": layer.pass_index, "bytes": layer.size,
-             "region": None if layer.region is None else
-             [layer.region.x, layer.region.y, layer.region.width, layer.region.height],
-             "at": layer.at}
-            for layer in update.received
-        ],
-    }
-    atomic_write(folder / f"{stem}.json", json.dumps(sidecar, indent=1).encode())
-    return png
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from lpimg.endpoint.files import write_update
     from lpimg.endpoint.policies import ByteBudget
     from lpimg.endpoint.server import Server
     from lpimg.link import open_server_link
