@@ -7,6 +7,9 @@ interim and will be replaced, so tests compare the transfer with the codec run d
 
 from __future__ import annotations
 
+import select
+import subprocess
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -57,3 +60,36 @@ def assert_exact(image: np.ndarray, update: ImageUpdate) -> None:
     got = update.reconstruction
     assert got.shape == image.shape and got.dtype == np.uint8
     assert np.array_equal(got, expected)
+
+
+def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 30.0) -> list[str]:
+    """Read the process's output until a line contains ``needle`` (the process's own signal
+    that it is ready), without sleeping."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            proc.kill()
+            raise AssertionError(f"no {needle!r} from {proc.args}: {lines}")
+        ready, _, _ = select.select([proc.stdout], [], [], remaining)
+        if not ready:
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"{proc.args} exited ({proc.wait()}) before {needle!r}: {lines}")
+        lines.append(line)
+        if needle in line:
+            return lines
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"{proc.args} did not finish: {out}") from None
+    assert proc.returncode == 0, out
+    return out

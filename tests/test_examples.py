@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from endpoint_helpers import crop
+from endpoint_helpers import crop, finish, wait_for_line
 from PIL import Image
 
 pytestmark = pytest.mark.timeout(90)
@@ -34,39 +32,6 @@ def start(script: str, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-
-
-def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 30.0) -> list[str]:
-    """Read the process's output until a line contains ``needle`` (the process's own signal
-    that it is ready), without sleeping."""
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            proc.kill()
-            raise AssertionError(f"no {needle!r} from {proc.args}: {lines}")
-        ready, _, _ = select.select([proc.stdout], [], [], remaining)
-        if not ready:
-            continue
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"{proc.args} exited ({proc.wait()}) before {needle!r}: {lines}")
-        lines.append(line)
-        if needle in line:
-            return lines
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f"{proc.args} did not finish: {out}") from None
-    assert proc.returncode == 0, out
-    return out
 
 
 def check_output(out: Path, device: str, layers: int) -> None:

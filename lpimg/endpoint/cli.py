@@ -97,7 +97,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                             devices=devices)
             updates = server.updates()
             async with server:
-                (out / ".serving").write_text(f"{args.link}\n")  # tells scripts the server listens
+                print(f"serving {args.link}, writing to {out}", flush=True)
                 async for update in updates:
                     write_update(out, update)
                     state = update.reason if update.final else "receiving"
