@@ -38,6 +38,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from lpimg.codec.train import pack_checkpoint
+
+    parts = pack_checkpoint(args.run, args.dest)
+    total = sum(p.stat().st_size for p in parts)
+    print(f"{len(parts)} parts, {total / 1e6:.1f} MB in {args.dest}; continue with "
+          f"`lpimg train --out {args.dest} --resume`")
+    return 0
+
+
 def _cmd_release(args: argparse.Namespace) -> int:
     from lpimg.codec.pipeline import LearnedCodec
     from lpimg.codec.release import fit_tables, load_trained_model, write_release
@@ -212,8 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("pack-checkpoint", help="split a run's checkpoint into < 10 MB parts to commit")
+    p.add_argument("run", help="run directory holding checkpoint.pt")
+    p.add_argument("dest", help="directory to hold checkpoint.pt.NNN, train_config.json, log.jsonl")
+    p.set_defaults(func=_cmd_pack)
+
     p = sub.add_parser("release", help="fit integer tables and write shippable weights")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="checkpoint.pt, final.pt, or a (packed) run directory")
     p.add_argument("--data", nargs="+", default=["../shared/data/train"])
     p.add_argument("--max-images", type=int, default=400)
     p.add_argument("--out", default="lpimg/codec/weights/lpimg-b1.pt")

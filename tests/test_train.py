@@ -40,6 +40,20 @@ def test_resume_reproduces_the_uninterrupted_run(data_dir, tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_packed_checkpoint_resumes_identically(data_dir, tmp_path, monkeypatch):
+    import lpimg.codec.train as train_module
+
+    straight = load_trained_model(train(config(data_dir, tmp_path / "a"), progress=False))
+    train(config(data_dir, tmp_path / "b"), progress=False, stop_at=2)
+    monkeypatch.setattr(train_module, "PART_BYTES", 50_000)  # force several parts
+    parts = train_module.pack_checkpoint(tmp_path / "b", tmp_path / "packed")
+    assert len(parts) > 1 and all(p.stat().st_size <= 50_000 for p in parts)
+    resumed = load_trained_model(train(config(data_dir, tmp_path / "packed"), resume=True,
+                                       progress=False))
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
 def test_release_from_checkpoint(data_dir, tmp_path):
     train(config(data_dir, tmp_path / "r", iterations=2), progress=False)
     model = load_trained_model(tmp_path / "r" / "checkpoint.pt")

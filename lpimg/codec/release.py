@@ -19,8 +19,14 @@ from lpimg.errors import CodecError
 
 
 def load_trained_model(path: str | Path) -> Codec:
-    """A model from a training checkpoint (``checkpoint.pt``) or an exported ``final.pt``."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    """A model from a training checkpoint (``checkpoint.pt``, or a run directory holding it whole
+    or packed in parts) or an exported ``final.pt``."""
+    if Path(path).is_dir():
+        from lpimg.codec.train import load_checkpoint
+
+        blob = load_checkpoint(Path(path))
+    else:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
     if "model" in blob:  # a resumable checkpoint
         cfg = ModelConfig.from_dict(blob["train_config"]["model"])
         state = blob["model"]

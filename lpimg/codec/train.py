@@ -142,6 +142,44 @@ def prefix_rate(density, y: torch.Tensor, prefix: Prefix) -> torch.Tensor:  # no
     return -torch.log2(mass).flatten(1).sum(1)
 
 
+PART_BYTES = 8 * 1024 * 1024  # committed checkpoints are split below the repository's 10 MB limit
+
+
+def pack_checkpoint(run_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Copy a run's resumable state into ``dest`` as ``checkpoint.pt.NNN`` parts (< 10 MB each).
+
+    A session lasts three hours and a training run longer, so the exact optimizer state is
+    committed to the repository and ``lpimg train --out DEST --resume`` continues the schedule.
+    """
+    run_dir, dest = Path(run_dir), Path(dest)
+    blob = (run_dir / "checkpoint.pt").read_bytes()
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("checkpoint.pt.*"):
+        old.unlink()
+    parts = []
+    for i in range(0, len(blob), PART_BYTES):
+        part = dest / f"checkpoint.pt.{i // PART_BYTES:03d}"
+        part.write_bytes(blob[i:i + PART_BYTES])
+        parts.append(part)
+    for name in ("train_config.json", "log.jsonl"):
+        if (run_dir / name).exists() and run_dir != dest:
+            (dest / name).write_bytes((run_dir / name).read_bytes())
+    return parts
+
+
+def load_checkpoint(run_dir: Path) -> dict:
+    """The run's checkpoint, whole (``checkpoint.pt``) or packed in parts."""
+    import io
+
+    whole = run_dir / "checkpoint.pt"
+    parts = sorted(run_dir.glob("checkpoint.pt.[0-9][0-9][0-9]"))
+    if whole.exists():
+        return torch.load(whole, weights_only=False)
+    if parts:
+        return torch.load(io.BytesIO(b"".join(p.read_bytes() for p in parts)), weights_only=False)
+    raise CodecError(f"--resume given but {run_dir} holds no checkpoint.pt (nor packed parts)")
+
+
 def _save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -178,9 +216,7 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start = 0
     if resume:
-        if not ckpt_path.exists():
-            raise CodecError(f"--resume given but {ckpt_path} does not exist")
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = load_checkpoint(out)
         saved = TrainConfig(**ck["train_config"])
         if asdict(saved) != asdict(cfg):
             cfg = saved  # the schedule belongs to the run, not to today's command line
