@@ -12,7 +12,7 @@ import aiomqtt
 import pytest
 from endpoint_helpers import assert_exact, codec, crop
 
-from lpimg.endpoint import Device, DeviceResult, ImageUpdate, Server
+from lpimg.endpoint import Device, DeviceResult, ImageUpdate, Pacing, Server
 from lpimg.endpoint.lossy import LossyDeviceLink, LossyServerLink
 from lpimg.link import open_device_link, open_server_link
 from lpimg.protocol import LayersAcknowledged, ProtocolConfig
@@ -49,7 +49,9 @@ def test_picture_through_mosquitto_with_loss(mosquitto: Any, arun: Any) -> None:
             server = Server(server_link, codec=codec(), config=FAST)
             updates = server.updates()
             async with server:
-                device = asyncio.create_task(Device(device_link, codec=codec(), config=FAST).send(image))
+                # Class A manners: after each uplink, listen briefly for the answer.
+                sender = Device(device_link, codec=codec(), config=FAST, pacing=Pacing(rx_window=0.02))
+                device = asyncio.create_task(sender.send(image))
                 # A broken frame from the same device id: counted and dropped, nothing else.
                 await publish(mosquitto.port, "lpimg/loss-cam/up", b"\xff\xff", b"\x7f")
                 final = await final_of(updates, "loss-cam")
@@ -109,8 +111,6 @@ def test_broker_restart_mid_transfer(broker_factory: Any, arun: Any) -> None:
             server = Server(s, codec=codec(), config=config)
             updates = server.updates()
             async with server:
-                from lpimg.endpoint import Pacing
-
                 sender = Device(d, codec=codec(), config=config, pacing=Pacing(min_interval=0.02))
                 device = asyncio.create_task(sender.send(image))
                 restarted = False

@@ -35,7 +35,8 @@ def test_picture_over_a_pty_pair_with_loss_and_line_noise(pty_pair: Any, arun: A
             server = Server(server_link, codec=codec(), config=FAST)
             updates = server.updates()
             async with server:
-                device = asyncio.create_task(Device(device_link, codec=codec(), config=FAST).send(image))
+                sender = Device(device_link, codec=codec(), config=FAST, pacing=Pacing(rx_window=0.02))
+                device = asyncio.create_task(sender.send(image))
                 noisy = False
                 final = None
                 async for update in updates:

@@ -79,6 +79,11 @@ def test_pacer_enforces_interval_and_duty_cycle() -> None:
     plain = _Pacer(Pacing(min_interval=2.0))
     plain.sent(1.0, 10)
     assert plain.ready_at() == 3.0
+    class_a = _Pacer(Pacing(rx_window=1.5))
+    class_a.sent(1.0, 10)
+    assert class_a.ready_at() == 2.5  # listening for the answer
+    class_a.heard()
+    assert class_a.ready_at() == 1.0  # answered: free at once (no min_interval)
     with pytest.raises(lpimg.LpimgError, match="airtime"):
         Pacing(duty_cycle=0.01)
 

@@ -72,17 +72,25 @@ class Pacing:
 
     ``min_interval`` is the least time between the starts of two uplinks. ``duty_cycle`` (a
     fraction, 0.01 for EU868) needs ``airtime(bytes) -> seconds``, the time on air of a frame,
-    and keeps the transmitter silent for ``airtime * (1/dc - 1)`` after each frame. The default
-    paces nothing: right for MQTT or a wired serial line, and for ``sim://``, which paces itself.
+    and keeps the transmitter silent for ``airtime * (1/dc - 1)`` after each frame.
+    ``rx_window`` makes the device behave like a LoRaWAN class A radio: after each uplink it
+    listens up to that long for the answer before transmitting again (at once if one comes).
+
+    The default paces nothing: right for a wired line and for ``sim://``, which paces itself.
+    On a fast link with loss (MQTT across the Internet) a little pacing pays: a device that
+    blasts its whole window before any answer can come back also gets the answers to all of it
+    late, and after a lost session start every one of them is an "unknown session" that makes
+    the protocol core start again (each restart spending one of fragment 0's attempts).
     """
 
     min_interval: float = 0.0
     duty_cycle: float | None = None
     airtime: Callable[[int], float] | None = None
+    rx_window: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.min_interval < 0:
-            raise LpimgError(f"min_interval must be >= 0, got {self.min_interval}")
+        if self.min_interval < 0 or self.rx_window < 0:
+            raise LpimgError(f"min_interval and rx_window must be >= 0, got {self}")
         if self.duty_cycle is not None:
             if not 0.0 < self.duty_cycle <= 1.0:
                 raise LpimgError(f"duty cycle must be in (0, 1], got {self.duty_cycle}")
@@ -105,21 +113,28 @@ class _Pacer:
     def __init__(self, pacing: Pacing) -> None:
         self.pacing = pacing
         self._last: float | None = None
+        self._listen_until = -float("inf")
         self._duty = DutyCycle(pacing.duty_cycle) if pacing.duty_cycle is not None else None
 
     def ready_at(self) -> float:
-        time_ = -float("inf")
+        time_ = self._listen_until
         if self._last is not None:
-            time_ = self._last + self.pacing.min_interval
+            time_ = max(time_, self._last + self.pacing.min_interval)
         if self._duty is not None:
             time_ = max(time_, self._duty.ready_at())
         return time_
 
     def sent(self, now: float, size: int) -> None:
         self._last = now
+        if self.pacing.rx_window:
+            self._listen_until = now + self.pacing.rx_window
         if self._duty is not None:
             assert self.pacing.airtime is not None
             self._duty.transmit(now, self.pacing.airtime(size))
+
+    def heard(self) -> None:
+        """A downlink arrived: the receive window it answered is over."""
+        self._listen_until = -float("inf")
 
 
 @dataclass(frozen=True)
@@ -390,6 +405,7 @@ class Device:
                 reply = await link.recv(0)
                 if reply is not None:
                     session.receive_frame(reply, self._now())
+                    pacer.heard()
                     wants_send = True
                     continue
                 timer = session.get_timer()
@@ -417,6 +433,7 @@ class Device:
                 reply = await link.recv(None if wake is None else max(0.0, wake - now))
                 if reply is not None:
                     session.receive_frame(reply, self._now())
+                    pacer.heard()
                     wants_send = True
         except LinkError as exc:
             reason = f"link failed: {exc}"
