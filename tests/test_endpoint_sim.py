@@ -414,3 +414,20 @@ def test_nbiot_profile_has_no_receive_windows(arun: Any) -> None:
     assert result.completed and final.reason == "complete"
     assert result.duration_s < 600  # seconds of latency, no duty cycle
     assert_exact(image, final)
+
+
+def test_a_failing_policy_or_callback_does_not_stop_the_server(
+    arun: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = crop(width=32, height=32)
+
+    def broken(update: ImageUpdate) -> None:
+        raise ZeroDivisionError("a bug in the application")
+
+    with caplog.at_level(logging.ERROR, logger="lpimg.endpoint.server"):
+        result, final, _ = arun(transfer(f"{EU868}?seed=14", image,
+                                         server_kwargs={"policies": [broken], "on_update": broken}))
+    assert result.completed and final.reason == "complete"
+    assert any("policy" in r.getMessage() for r in caplog.records)
+    assert any("on_update" in r.getMessage() for r in caplog.records)
+    assert_exact(image, final)

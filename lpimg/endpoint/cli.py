@@ -55,8 +55,12 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
     _logging(args)
     _reject_sim(args.link, "send")
-    pacing = Pacing.lorawan(args.duty_cycle, min_interval=args.min_interval) if args.duty_cycle \
-        else Pacing(min_interval=args.min_interval)
+    pacing = Pacing(min_interval=args.min_interval, rx_window=args.rx_window)
+    if args.duty_cycle:
+        from dataclasses import replace
+
+        pacing = replace(Pacing.lorawan(args.duty_cycle), min_interval=args.min_interval,
+                         rx_window=args.rx_window)
 
     async def main() -> Any:
         async with open_device_link(args.link, args.device) as link:
@@ -219,6 +223,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.add_argument("--min-interval", type=float, default=0.0,
                    help="least seconds between two uplinks (a radio that does not pace itself)")
+    p.add_argument("--rx-window", type=float, default=0.0,
+                   help="after each uplink, listen this long for the answer (class A manners)")
     p.add_argument("--duty-cycle", metavar="PROFILE", default=None,
                    help="enforce a region's duty cycle with LoRa airtime, e.g. lorawan-eu868:dr3")
     p.add_argument("--ack-timeout", type=float, default=None, help="seconds before polling the server")

@@ -159,6 +159,8 @@ class ServerCounters:
     updates_dropped: int = 0
     """Updates a slow ``updates()`` consumer missed (its queue overflowed; finals are kept)."""
     send_failures: int = 0
+    internal_errors: int = 0
+    """Uplinks whose handling raised (a bug): logged with a traceback, and the server goes on."""
 
 
 @dataclass
@@ -396,8 +398,15 @@ class Server:
                     why = f"link failed: {exc}"
                     self.error = exc
                     raise
-                if item is not None:
+                if item is None:
+                    continue
+                try:
                     await self._uplink(*item)
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    raise
+                except Exception:  # one device's bad luck must not stop every other device
+                    self.counters.internal_errors += 1
+                    log.exception("failed to handle an uplink from %r; serving on", item[0])
         finally:
             self._interrupt_all(why)
             self._end_subscribers()
