@@ -431,3 +431,19 @@ def test_a_failing_policy_or_callback_does_not_stop_the_server(
     assert any("policy" in r.getMessage() for r in caplog.records)
     assert any("on_update" in r.getMessage() for r in caplog.records)
     assert_exact(image, final)
+
+
+def test_device_timeout_gives_the_session_up_and_tells_the_server(arun: Any) -> None:
+    url = f"{EU868}?seed=15"
+
+    async def main() -> tuple[DeviceResult, ImageUpdate]:
+        async with open_server_link(url) as s, open_device_link(url, "cam") as d:
+            server = Server(s, codec=codec())
+            updates = server.updates()
+            async with server:
+                result = await Device(d, codec=codec()).send(crop(width=96, height=64), timeout=300)
+                return result, await final_update(updates)
+
+    result, final = arun(main())
+    assert not result.completed and result.reason == "timed out after 300 s"
+    assert final.reason == "aborted by device: cancelled"  # the abort frame reached the server

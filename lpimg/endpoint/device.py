@@ -426,7 +426,7 @@ class Device:
                         if not isinstance(link, SimDeviceLink):
                             await asyncio.sleep(0)  # let the link's reader hand over downlinks
                     continue
-                waits = [t for t in (timer, deadline) if t is not None]
+                waits = [t for t in (timer, None if override else deadline) if t is not None]
                 if wants_send:
                     waits.append(ready)
                 wake = min(waits) if waits else None
