@@ -274,7 +274,8 @@ class Device:
         """Deliver layers encoded elsewhere (for example on the camera's accelerator).
 
         Refine requests are answered if ``encoder`` (whose pass counters match the layers) or
-        ``encoded.latents`` is given, and declined otherwise.
+        ``encoded.latents`` is given, and declined otherwise. This always starts a new session
+        (recorded in the store, if any); after a reboot, call :meth:`resume` first.
         """
         if encoder is None and encoded.latents is not None:
             header = encoded.header
