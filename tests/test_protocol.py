@@ -727,3 +727,38 @@ def test_an_ack_only_marks_missing_what_was_sent_before_the_request() -> None:
     assert parse_uplink(device.next_frame(7.0) or b"") == DataFrame(2, sent[2].payload)  # type: ignore[union-attr]
     following = parse_uplink(device.next_frame(8.0) or b"")
     assert isinstance(following, DataFrame) and following.index == 6
+
+
+def test_a_lost_start_on_a_fast_link_restarts_once() -> None:
+    # MQTT or serial: the device sends several fragments before any answer comes back; each
+    # one draws an "unknown session" abort, but only the first may restart the session
+    layers = layers_of(2000)
+    device = DeviceSession(7, layers, mtu=51, now=0.0)
+    server = ServerProtocol()
+    now = 0.0
+    burst = [device.next_frame(now) for _ in range(6)]  # START (lost) and 5 fragments
+    answers = []
+    for frame in burst[1:]:
+        server.receive_frame("dev", frame, now)
+        answers.append(server.next_frame("dev", now))
+    assert all(parse_downlink(a) == ServerAbortFrame(AbortReason.UNKNOWN_SESSION) for a in answers)
+    for answer in answers:  # they arrive while the new start is queued, then just after it
+        device.receive_frame(answer, now)
+        if device._need_start:
+            server.receive_frame("dev", device.next_frame(now), now)
+    assert device.stats.restarts == 1 and not device.finished
+    for _ in range(5000):  # then a perfect link to the end
+        now += 1.0
+        timer = device.get_timer()
+        if timer is not None and timer <= now:
+            device.handle_timer(now)
+        frame = device.next_frame(now)
+        if frame is not None:
+            server.receive_frame("dev", frame, now)
+            answer = server.next_frame("dev", now)
+            if answer is not None:
+                device.receive_frame(answer, now)
+        if device.finished:
+            break
+    assert device.reason == "complete"
+    assert device.stats.restarts == 1

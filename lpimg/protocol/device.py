@@ -484,6 +484,8 @@ class DeviceSession:
 
     def _send_start(self, now: float) -> bytes | None:
         self._need_start = False
+        if self.stats.restarts:
+            self._restart_sent_at = now  # answers to frames older than this start are stale
         if self._attempts[0] >= self.config.max_attempts:
             self._give_up(f"gave up: session start sent {self._attempts[0]} times", now)
             return self.next_frame(now)
@@ -659,6 +661,15 @@ class DeviceSession:
 
     def _on_server_abort(self, reason: AbortReason, now: float) -> None:
         if reason == AbortReason.UNKNOWN_SESSION:
+            if not self._heard_state and (
+                self._need_start
+                or now - getattr(self, "_restart_sent_at", float("-inf")) < self.config.ack_timeout
+            ):
+                # On a fast link the fragments sent after a lost start each draw an "unknown
+                # session" answer; the first one already queued a new start, and answers that
+                # arrive while that start can still be answered are about older frames.
+                self.stats.unexpected += 1
+                return
             if not self._heard_state:
                 # The start frame never arrived: send it again. Attempts are kept, so a link
                 # that loses every start still ends (fragment 0 runs out of attempts).
