@@ -129,6 +129,7 @@ def test_an_unchanged_frame_costs_a_few_bytes(codec, tables):
     assert len(layers) == 1 and len(layers[0][1]) <= 4  # the mode map, nothing else to send
     dec = ConditionalDecoder(codec, enc.header, full, tables=tables)
     dec.apply(*layers[0])
+    assert dec.caught_up()
     assert np.array_equal(dec.reconstruct(), full_dec.reconstruct())
     assert dec.next_reference().hash() == full.hash()
 
@@ -188,13 +189,16 @@ def test_a_picture_cut_early_keeps_the_old_reference_where_it_got_less_far(codec
     enc = ConditionalEncoder(codec, scene(0.5), ref, tables=tables)
     layers = enc.encode_all()
     dec = ConditionalDecoder(codec, enc.header, ref, tables=tables)
+    assert not dec.caught_up()
     dec.apply(*layers[0])  # the mode map only: coded tiles know nothing of the new picture yet
+    assert not dec.caught_up()
     state = dec.next_reference()
     assert state.hash() == enc.next_reference([layers[0][0]]).hash()
     assert np.array_equal(state.intervals[0], ref.intervals[0])
     assert np.array_equal(state.intervals[1], ref.intervals[1])
     for spec, data in layers[1:]:
         dec.apply(spec, data)
+    assert dec.caught_up()
     assert np.array_equal(dec.next_reference().q, enc.latents)
 
 

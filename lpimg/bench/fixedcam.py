@@ -3,12 +3,15 @@
 A time-lapse camera is modelled by taking every K-th frame of ``../shared/data/fixedcam``. Each
 chain starts with an intra picture; every later frame is coded against the state the server holds
 of the previous one, which is the state after the layers that were *sent* for it: a picture is sent
-up to the first layer prefix that reaches the target MS-SSIM (the server says "enough" there).
+up to the first layer prefix that reaches the target MS-SSIM and has caught up with its reference
+(every position known at least as precisely as the reference knew it; ``--no-catch-up``: the target
+alone, cheaper per picture, but parts of the reference then stay from older pictures and go stale).
 
 Bytes at equal quality: for every frame the intra stream and the conditional stream are decoded
 prefix by prefix until they reach the target; the bytes at the target are interpolated between the
-two prefixes around it, linearly in MS-SSIM and logarithmically in bytes (as RD curves are), and
-the bytes of the whole prefix that reached it are reported too. JPEG (Pillow, optimize=True) is
+two prefixes around it, linearly in MS-SSIM and logarithmically in bytes (as RD curves are), but
+never counted below the whole prefix a conditional picture needed to catch up; the bytes of the
+whole prefix sent are reported too. JPEG (Pillow, optimize=True) is
 searched for the lowest quality reaching the target. ``saving`` = 1 - sum(conditional bytes) /
 sum(intra bytes) over the conditional frames (the chains' first frames have no reference).
 
@@ -86,20 +89,25 @@ def interpolate_quality(budget: float, cum_bytes: list[int], quality: list[float
 
 
 def sweep(decoder, layers, image: np.ndarray, target: float | None, *,  # noqa: ANN001
-          all_psnr: bool = False) -> dict:
-    """Apply layers one by one; MS-SSIM until the target is first reached (PSNR of every prefix
-    with ``all_psnr``). Returns the curve, the prefix that reached the target and the server's
-    reference state after that prefix (after all layers if the target was never reached)."""
+          all_psnr: bool = False, settled: Callable[[], bool] | None = None) -> dict:
+    """Apply layers one by one, as a server that stops a picture when it is good enough.
+
+    MS-SSIM is measured until the target is first reached (``reached``: that prefix's length),
+    PSNR of every prefix with ``all_psnr``. The server stops (``sent``) at the first prefix that
+    reaches the target and for which ``settled()`` holds (for a conditional picture: it has
+    caught up with its reference), or after all layers; ``settled_at`` is the first prefix for
+    which ``settled()`` held. ``state`` is the reference the server keeps after ``sent`` layers.
+    """
     from lpimg.codec.reference import ReferenceState
 
-    cum, ms, ps = [], [], []
-    reached = None
+    cum: list[int] = []
+    ms: list[float] = []
+    ps: list[float] = []
+    reached = settled_at = sent = None
     state = None
-    total = 0
-    for k, (spec, data) in enumerate(layers):
+    for k, (spec, data) in enumerate(layers, 1):
         decoder.apply(spec, data)
-        total += len(data)
-        cum.append(total)
+        cum.append((cum[-1] if cum else 0) + len(data))
         need_ms = reached is None and target is not None
         if need_ms or all_psnr:
             rec = decoder.reconstruct()
@@ -108,13 +116,28 @@ def sweep(decoder, layers, image: np.ndarray, target: float | None, *,  # noqa: 
             if need_ms:
                 ms.append(msssim(rec, image))
                 if ms[-1] >= target:
-                    reached = k + 1
-                    state = ReferenceState.from_decoder(decoder)
-        if reached is not None and not all_psnr:
+                    reached = k
+        if settled_at is None and (settled is None or settled()):
+            settled_at = k
+        if state is None and reached is not None and settled_at is not None:
+            sent, state = k, ReferenceState.from_decoder(decoder)
+        if state is not None and not all_psnr:
             break
     if state is None:
-        state = ReferenceState.from_decoder(decoder)
-    return {"cum_bytes": cum, "msssim": ms, "psnr": ps, "reached": reached, "state": state}
+        sent, state = len(layers), ReferenceState.from_decoder(decoder)
+    return {"cum_bytes": cum, "msssim": ms, "psnr": ps, "reached": reached, "state": state,
+            "sent": sent, "settled_at": settled_at}
+
+
+def cost_bytes(curve: dict, target: float) -> float | None:
+    """Bytes a picture costs at the target: interpolated to the target, but never less than the
+    whole prefix the server needed to settle (for a conditional picture: to catch up with its
+    reference). None if the target was never reached."""
+    at_target = interpolate_bytes(target, curve["cum_bytes"], curve["msssim"])
+    if at_target is None:
+        return None
+    settled = curve["settled_at"]
+    return max(at_target, float(curve["cum_bytes"][settled - 1])) if settled else at_target
 
 
 def jpeg_at(image: np.ndarray, target: float) -> tuple[int, int] | None:
@@ -140,10 +163,12 @@ def jpeg_at(image: np.ndarray, target: float) -> tuple[int, int] | None:
 class Runner:
     """Codes pictures intra and conditionally and keeps the server's and the device's references."""
 
-    def __init__(self, model: str, tables: str | None, tolerance: int | None) -> None:
+    def __init__(self, model: str, tables: str | None, tolerance: int | None,
+                 catch_up: bool = True) -> None:
         from lpimg.codec.pipeline import LearnedCodec
         from lpimg.codec.reference import DEFAULT_TOLERANCE, ResidualTables
 
+        self.catch_up = catch_up
         self.codec = LearnedCodec.load(model)
         self.tables = ResidualTables.for_codec(self.codec, tables)
         self.tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
@@ -164,9 +189,9 @@ class Runner:
                                  tolerance=self.tolerance)
         layers = enc.encode_all()
         dec = ConditionalDecoder(self.codec, enc.header, reference, tables=self.tables)
-        out = sweep(dec, layers, image, target, all_psnr=all_psnr)
-        sent = out["reached"] or len(layers)
-        mirror = ReferenceState.from_encoder(enc, [s for s, _ in layers[:sent]])
+        out = sweep(dec, layers, image, target, all_psnr=all_psnr,
+                    settled=dec.caught_up if self.catch_up else None)
+        mirror = ReferenceState.from_encoder(enc, [s for s, _ in layers[:out["sent"]]])
         if mirror.hash() != out["state"].hash():
             self.mirror_mismatches += 1
         out["skipped_tiles"] = int((enc.modes == SKIP).sum())
@@ -211,13 +236,13 @@ def run(frames: str, step: int, *, model: str = "lpimg-b1", tables: str | None =
         frame_range: tuple[int, int] = SECOND_HALF, chains: int = 1, limit: int | None = None,
         target: float | None = None, intra_bpp: float = DEFAULT_INTRA_BPP, jpeg: bool = True,
         tolerance: int | None = None, drift_frames: int = 0, drift_step: int = 4,
-        progress: Callable[[str], None] | None = None) -> dict:
+        catch_up: bool = True, progress: Callable[[str], None] | None = None) -> dict:
     say = progress or (lambda msg: None)
     paths = _frames(frames)
     first, stop = frame_range[0], min(frame_range[1], len(paths))
     if step < 1 or first + step >= stop:
         raise LpimgError(f"step {step} leaves no frame pair in frames {first}..{stop - 1}")
-    runner = Runner(model, tables, tolerance)
+    runner = Runner(model, tables, tolerance, catch_up)
     starts = sorted({first + i * step // max(1, chains) for i in range(max(1, chains))})
     chain_frames = []
     for s in starts:
@@ -247,18 +272,18 @@ def run(frames: str, step: int, *, model: str = "lpimg-b1", tables: str | None =
             img = image(i)
             intra = runner.intra(img, target)
             row = {"chain": ci, "frame": i, "position": n,
-                   "intra_bytes": interpolate_bytes(target, intra["cum_bytes"], intra["msssim"]),
-                   "intra_layers": intra["reached"],
-                   "intra_bytes_whole_layers": intra["cum_bytes"][(intra["reached"] or 0) - 1]}
+                   "intra_bytes": cost_bytes(intra, target),
+                   "intra_layers": intra["sent"],
+                   "intra_bytes_whole_layers": intra["cum_bytes"][intra["sent"] - 1]}
             if reference is None:
                 reference = intra["state"]
             else:
                 cond = runner.conditional(img, reference, target)
                 reference = cond["state"]
                 row.update({
-                    "ref_bytes": interpolate_bytes(target, cond["cum_bytes"], cond["msssim"]),
-                    "ref_layers": cond["reached"],
-                    "ref_bytes_whole_layers": cond["cum_bytes"][(cond["reached"] or 0) - 1],
+                    "ref_bytes": cost_bytes(cond, target),
+                    "ref_layers": cond["sent"], "ref_layers_to_target": cond["reached"],
+                    "ref_bytes_whole_layers": cond["cum_bytes"][cond["sent"] - 1],
                     "skipped_tiles": cond["skipped_tiles"], "tiles": cond["tiles"],
                 })
                 if row["ref_bytes"] is not None and row["intra_bytes"]:
@@ -296,6 +321,8 @@ def run(frames: str, step: int, *, model: str = "lpimg-b1", tables: str | None =
         "model": runner.codec.name, "model_id": f"{runner.codec.model_id:#06x}",
         "residual_id": f"{runner.tables.residual_id:#06x}", "tile": runner.tables.tile,
         "tolerance": runner.tolerance, "target_msssim": target, "target_rule": target_rule,
+        "stop_rule": "target reached and caught up with the reference" if catch_up
+                     else "target reached",
         "method": "bytes at the target interpolated between the layer prefixes around it "
                   "(log bytes, linear MS-SSIM); *_whole_layers: the whole prefix that reached it",
         "summary": summary, "per_frame": rows,
@@ -322,14 +349,13 @@ def drift(runner: Runner, image: Callable[[int], np.ndarray], first: int, stop: 
         if n % 10 == 0:
             say(f"drift: {n}/{len(idx) - 1} frames")
     head, tail = curves[:10], curves[-10:]
-    budget = float(np.mean([interpolate_bytes(target, c["cum_bytes"], c["msssim"]) or c["cum_bytes"][-1]
-                            for _, c in head]))
+    budget = float(np.mean([cost_bytes(c, target) or c["cum_bytes"][-1] for _, c in head]))
 
     def at_budget(c: dict) -> float | None:
         return interpolate_quality(budget, c["cum_bytes"], c["psnr"])
 
     def at_target(c: dict) -> float:
-        return c["psnr"][(c["reached"] or len(c["psnr"])) - 1]
+        return c["psnr"][c["sent"] - 1]
 
     def mean(values: list[float | None]) -> float | None:
         got = [v for v in values if v is not None]
@@ -347,8 +373,8 @@ def drift(runner: Runner, image: Callable[[int], np.ndarray], first: int, stop: 
         "drift_db": None if first10 is None or last10 is None else last10 - first10,
         "psnr_sent_first10": cond_first, "psnr_sent_last10": cond_last,
         "intra_psnr_at_target_first10": intra_first, "intra_psnr_at_target_last10": intra_last,
-        "per_frame": [{"frame": i, "psnr_at_budget": at_budget(c), "bytes_sent":
-                       c["cum_bytes"][(c["reached"] or len(c["cum_bytes"])) - 1]} for i, c in curves],
+        "per_frame": [{"frame": i, "psnr_at_budget": at_budget(c),
+                       "bytes_sent": c["cum_bytes"][c["sent"] - 1]} for i, c in curves],
     }
     if None not in (cond_first, cond_last, intra_first, intra_last):
         # the content changes along 400 frames; relative to intra it does not
@@ -386,6 +412,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=int, default=None, help="skip tolerance in latent units")
     p.add_argument("--drift-frames", type=int, default=0, help="also measure drift over N frames")
     p.add_argument("--drift-step", type=int, default=4)
+    p.add_argument("--no-catch-up", action="store_true",
+                   help="the server stops a conditional picture as soon as it reaches the target, "
+                        "even before it caught up with its reference (cheaper; the reference goes stale)")
     p.add_argument("--no-jpeg", action="store_true")
     p.add_argument("--model", default="lpimg-b1")
     p.add_argument("--tables", default=None, help="residual tables file (default: next to the model)")
@@ -403,7 +432,7 @@ def _cmd(args: argparse.Namespace) -> int:
                  frame_range=args.frame_range, chains=args.chains, limit=args.limit,
                  target=args.target, intra_bpp=args.intra_bpp, jpeg=not args.no_jpeg,
                  tolerance=args.tolerance, drift_frames=args.drift_frames,
-                 drift_step=args.drift_step, progress=say)
+                 drift_step=args.drift_step, catch_up=not args.no_catch_up, progress=say)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -792,6 +792,19 @@ class ConditionalDecoder:
             raise CodecError(f"layer {spec.index + 1} does not decode: {exc}") from exc
         self.passes[pos] += 1
 
+    def caught_up(self) -> bool:
+        """Whether every position is known at least as precisely as the reference knew it.
+
+        A server that stops a picture before this keeps parts of the older picture in the next
+        reference (:func:`merge_states`); those parts go stale as the scene moves on and make later
+        pictures dearer, so a server should stop only once the target quality is reached *and*
+        this holds (what ``lpimg bench fixedcam`` does).
+        """
+        if self.modes is None:
+            return False
+        ref = convert_passes(self.reference.passes, self.reference.top, self.top)
+        return bool((self.passes >= ref).all())
+
     def latent_estimate(self) -> torch.Tensor:
         """Float latents for the synthesis: E[q | what is known], the reference helping where
         this picture is still known less precisely than the reference was."""
