@@ -196,6 +196,15 @@ def test_a_picture_cut_early_keeps_the_old_reference_where_it_got_less_far(codec
     assert state.hash() == enc.next_reference([layers[0][0]]).hash()
     assert np.array_equal(state.intervals[0], ref.intervals[0])
     assert np.array_equal(state.intervals[1], ref.intervals[1])
+    # after one more pass, positions where the new picture contradicts the reference take the
+    # new (coarser) knowledge, the others keep the reference's
+    dec.apply(*layers[1])
+    state = dec.next_reference()
+    assert state.hash() == enc.next_reference([s for s, _ in layers[:2]]).hash()
+    new_lo, new_hi = known_interval(torch.from_numpy(dec.q.astype(np.int64)),
+                                    torch.from_numpy(dec.passes.astype(np.int64))[None], dec.top)
+    lo, hi = state.intervals
+    assert ((lo >= new_lo.numpy()) & (hi <= new_hi.numpy())).all()
     for spec, data in layers[1:]:
         dec.apply(spec, data)
     assert dec.caught_up()

@@ -3,15 +3,16 @@
 A time-lapse camera is modelled by taking every K-th frame of ``../shared/data/fixedcam``. Each
 chain starts with an intra picture; every later frame is coded against the state the server holds
 of the previous one, which is the state after the layers that were *sent* for it: a picture is sent
-up to the first layer prefix that reaches the target MS-SSIM and has caught up with its reference
-(every position known at least as precisely as the reference knew it; ``--no-catch-up``: the target
-alone, cheaper per picture, but parts of the reference then stay from older pictures and go stale).
+up to the first layer prefix that reaches the target MS-SSIM; the next reference keeps the older
+picture's knowledge where the newer one did not get as far and agrees with it (``merge_states``).
+``--catch-up``: the server also waits until every position is known as precisely as the reference
+knew it (a reference that is entirely the newest picture, but whose precision only grows).
 
 Bytes at equal quality: for every frame the intra stream and the conditional stream are decoded
 prefix by prefix until they reach the target; the bytes at the target are interpolated between the
-two prefixes around it, linearly in MS-SSIM and logarithmically in bytes (as RD curves are), but
-never counted below the whole prefix a conditional picture needed to catch up; the bytes of the
-whole prefix sent are reported too. JPEG (Pillow, optimize=True) is
+two prefixes around it, linearly in MS-SSIM and logarithmically in bytes (as RD curves are) (with
+``--catch-up``, never below the whole prefix a picture needed to catch up); the bytes of the whole
+prefix sent are reported too. JPEG (Pillow, optimize=True) is
 searched for the lowest quality reaching the target. ``saving`` = 1 - sum(conditional bytes) /
 sum(intra bytes) over the conditional frames (the chains' first frames have no reference).
 
@@ -164,7 +165,7 @@ class Runner:
     """Codes pictures intra and conditionally and keeps the server's and the device's references."""
 
     def __init__(self, model: str, tables: str | None, tolerance: int | None,
-                 catch_up: bool = True) -> None:
+                 catch_up: bool = False) -> None:
         from lpimg.codec.pipeline import LearnedCodec
         from lpimg.codec.reference import DEFAULT_TOLERANCE, ResidualTables
 
@@ -236,7 +237,7 @@ def run(frames: str, step: int, *, model: str = "lpimg-b1", tables: str | None =
         frame_range: tuple[int, int] = SECOND_HALF, chains: int = 1, limit: int | None = None,
         target: float | None = None, intra_bpp: float = DEFAULT_INTRA_BPP, jpeg: bool = True,
         tolerance: int | None = None, drift_frames: int = 0, drift_step: int = 4,
-        catch_up: bool = True, progress: Callable[[str], None] | None = None) -> dict:
+        catch_up: bool = False, progress: Callable[[str], None] | None = None) -> dict:
     say = progress or (lambda msg: None)
     paths = _frames(frames)
     first, stop = frame_range[0], min(frame_range[1], len(paths))
@@ -412,9 +413,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=int, default=None, help="skip tolerance in latent units")
     p.add_argument("--drift-frames", type=int, default=0, help="also measure drift over N frames")
     p.add_argument("--drift-step", type=int, default=4)
-    p.add_argument("--no-catch-up", action="store_true",
-                   help="the server stops a conditional picture as soon as it reaches the target, "
-                        "even before it caught up with its reference (cheaper; the reference goes stale)")
+    p.add_argument("--catch-up", action="store_true",
+                   help="the server stops a conditional picture only once it reached the target "
+                        "and caught up with its reference (the reference's precision then only grows)")
     p.add_argument("--no-jpeg", action="store_true")
     p.add_argument("--model", default="lpimg-b1")
     p.add_argument("--tables", default=None, help="residual tables file (default: next to the model)")
@@ -432,7 +433,7 @@ def _cmd(args: argparse.Namespace) -> int:
                  frame_range=args.frame_range, chains=args.chains, limit=args.limit,
                  target=args.target, intra_bpp=args.intra_bpp, jpeg=not args.no_jpeg,
                  tolerance=args.tolerance, drift_frames=args.drift_frames,
-                 drift_step=args.drift_step, catch_up=not args.no_catch_up, progress=say)
+                 drift_step=args.drift_step, catch_up=args.catch_up, progress=say)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -16,7 +16,7 @@ changed they cost about what they cost intra. Because the quantizer is the intra
 picture cut after n passes decodes to the same latent intervals, so the same quality, as the intra
 picture cut after n passes, and the state it leaves is again an ordinary reference state: chains
 of pictures cannot drift. (Where a picture was cut before it got as far as the reference, the
-reference's knowledge of that position is kept: :func:`merge_states`.)
+reference's knowledge of a position is kept if the picture agrees with it: :func:`merge_states`.)
 
 Layers of a conditional stream (all integer work on the device's CPU; the KPU runs the analysis
 transform exactly as for an intra picture and nothing more):
@@ -127,15 +127,21 @@ def merge_states(
     model_id: int, width: int, height: int, top: int, q: np.ndarray, passes: np.ndarray,
     reference: ReferenceState,
 ) -> ReferenceState:
-    """The state a conditional picture leaves: its own where it got at least as far as the
-    reference, the reference's where it did not.
+    """The state a conditional picture leaves: its own, except at positions where it did not get
+    as far as the reference and everything it said there agrees with the reference.
 
     A picture cut early (the server had enough after a few layers because the scene barely
-    changed) must not throw away what the server knew of the picture before: per position the
-    more advanced of the two pass counters wins. Both ends compute it from what they both hold.
+    changed) must not throw away what the server knew of the picture before; but knowledge the
+    newest picture contradicts (some latent of the position left the reference's interval) is
+    dropped, so the state never goes stale against what the server was told. Per position, so the
+    result is again a (latents, pass counters) state; both ends compute it from what they hold.
     """
     ref_passes = convert_passes(reference.passes, reference.top, top)
-    keep_ref = passes < ref_passes
+    lo, hi = known_interval(torch.from_numpy(np.asarray(q, np.int64)),
+                            torch.from_numpy(np.asarray(passes, np.int64))[None], top)
+    lo_r, hi_r = reference.intervals
+    agrees = ((lo_r >= lo.numpy()) & (hi_r <= hi.numpy())).all(axis=0)
+    keep_ref = (passes < ref_passes) & agrees
     return ReferenceState(model_id, width, height, top,
                           np.where(keep_ref[None], reference.q, q), np.where(keep_ref, ref_passes, passes))
 
@@ -796,9 +802,9 @@ class ConditionalDecoder:
         """Whether every position is known at least as precisely as the reference knew it.
 
         A server that stops a picture before this keeps parts of the older picture in the next
-        reference (:func:`merge_states`); those parts go stale as the scene moves on and make later
-        pictures dearer, so a server should stop only once the target quality is reached *and*
-        this holds (what ``lpimg bench fixedcam`` does).
+        reference where the new one agrees with them (:func:`merge_states`). Waiting for this
+        before stopping keeps the reference entirely fresh, at a price: the reference's precision
+        can then only grow along a chain (``lpimg bench fixedcam --catch-up`` measures it).
         """
         if self.modes is None:
             return False
