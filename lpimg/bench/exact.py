@@ -18,7 +18,7 @@ from lpimg.errors import LpimgError
 
 
 def run(folder: str, model: str = "lpimg-b1", limit: int | None = None) -> dict:
-    from lpimg.codec.export import export_onnx
+    from lpimg.codec.export import export_onnx, onnx_latents
     from lpimg.codec.image import load_image
     from lpimg.codec.intref import IntegerAnalysis
     from lpimg.codec.pipeline import LearnedCodec
@@ -39,7 +39,7 @@ def run(folder: str, model: str = "lpimg-b1", limit: int | None = None) -> dict:
 
         def onnx_tile(tile: np.ndarray) -> np.ndarray:
             out = sess.run(None, {"image": np.ascontiguousarray(tile.transpose(2, 0, 1))[None]})[0]
-            return np.clip(out[0].astype(np.int32), -127, 127)
+            return onnx_latents(out)
 
         for path in paths:
             img = load_image(path)

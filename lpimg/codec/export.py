@@ -3,7 +3,8 @@
 The graph is written by hand with ``onnx.helper`` rather than traced, so every quantization
 parameter is exactly the one the integer reference uses: uint8 input with scale 1/255, per-channel
 symmetric int8 weights, int32 biases at scale s_in*s_w, uint8 activations (ReLU folded into the
-zero point 0), and an int8 output with scale 1 whose values are the latent integers.
+zero point 0), and a uint8 output with scale 1 and zero point 128 whose values minus 128 are
+the latent integers.
 onnxruntime fuses each DequantizeLinear-Conv-QuantizeLinear group into QLinearConv, whose
 requantization (float32 scale x_scale*w_scale/y_scale, round half to even) is the one of
 :mod:`lpimg.codec.quant`; the test suite checks the integers agree.
@@ -17,6 +18,14 @@ import numpy as np
 
 from lpimg.codec.quant import quantized_params, weight_scales
 from lpimg.errors import CodecError
+
+LATENT_ZERO_POINT = 128
+"""The exported graph's output is uint8; latent = output - 128 (then clipped to +-127)."""
+
+
+def onnx_latents(output: np.ndarray) -> np.ndarray:
+    """The model's (1, C, h, w) uint8 output -> int latents (C, h, w) as the codec uses them."""
+    return np.clip(output[0].astype(np.int32) - LATENT_ZERO_POINT, -127, 127)
 
 
 def build_onnx(analysis, opset: int = 21):  # noqa: ANN001, ANN201 (model.Analysis -> onnx.ModelProto)
@@ -65,13 +74,16 @@ def build_onnx(analysis, opset: int = 21):  # noqa: ANN001, ANN201 (model.Analys
                                           [f"x{i + 1}"]))
             x, in_scale = f"x{i + 1}", out_scale
         else:
-            const("i8_zero", np.array(0, dtype=np.int8))
-            nodes.append(helper.make_node("QuantizeLinear", [f"c{i}", f"a{i}_s", "i8_zero"],
+            # uint8 with zero point 128 rather than int8: onnxruntime fuses DQ-Conv-Q into
+            # QLinearConv only when input and output share a type; an int8 output after a uint8
+            # input ran the last layer in float and missed about one latent in 10^5
+            const("latent_zero", np.array(LATENT_ZERO_POINT, dtype=np.uint8))
+            nodes.append(helper.make_node("QuantizeLinear", [f"c{i}", f"a{i}_s", "latent_zero"],
                                           ["latents"]))
     graph = helper.make_graph(
         nodes, "lpimg_analysis",
         [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, 3, "height", "width"])],
-        [helper.make_tensor_value_info("latents", TensorProto.INT8,
+        [helper.make_tensor_value_info("latents", TensorProto.UINT8,
                                        [1, analysis.layers[-1].conv.out_channels, "h16", "w16"])],
         inits,
     )
@@ -98,4 +110,4 @@ def run_onnx(path: str | Path, tile: np.ndarray, threads: int = 1) -> np.ndarray
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     out = sess.run(None, {"image": np.ascontiguousarray(tile.transpose(2, 0, 1))[None]})[0]
-    return np.clip(out[0].astype(np.int32), -127, 127)
+    return onnx_latents(out)
