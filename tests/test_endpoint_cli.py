@@ -109,7 +109,7 @@ def test_send_and_serve(mosquitto: Any, tmp_path: Path) -> None:
     try:
         wait_for_line(server, "serving")
         sender = lpimg("send", str(picture), "--link", mosquitto.url(mtu=24), "--device", "cli-cam",
-                       "--store", str(tmp_path / "store"), "--layers", "6", "--ack-timeout", "0.5")
+                       "--store", str(tmp_path / "store"), "--layers", "6", "--ack-timeout", "2")
         sent = finish(sender)
         served = finish(server)
     finally:
