@@ -27,7 +27,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, iterations=args.iterations, batch=args.batch,
         patch=args.patch, lr=args.lr, lmbda=args.lmbda, seed=args.seed, threads=args.threads,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, mse_weight=args.mse_weight,
+        clamp_latents=args.clamp_latents,
     )
     final = train(cfg, resume=args.resume, progress=not args.quiet, max_minutes=args.max_minutes,
                   stop_at=args.stop_at)
@@ -211,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--lmbda", type=float, default=60.0)
+    p.add_argument("--mse-weight", type=float, default=8.0,
+                   help="weight of MSE next to 1 - MS-SSIM in the distortion (colour fidelity)")
+    p.add_argument("--clamp-latents", action="store_true",
+                   help="clamp latents to +-127 in training, as the deployed encoder does")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-every", type=int, default=1000)

@@ -46,6 +46,9 @@ class TrainConfig:
     qat_start: float = 0.05  # fraction of the schedule run in float before fake quantization
     calib_end: float = 0.5  # activation ranges frozen after this fraction
     prefix_span: int = 11  # train on the last ``prefix_span`` pass-prefixes (plus the full stream)
+    # clamp y to the int8 latent range before rounding, as the device does, so the encoder feels the
+    # clip (lpimg-b1 trained without it and grew channels far beyond +-127)
+    clamp_latents: bool = False
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 1000
@@ -252,6 +255,8 @@ def train(
             g["lr"] = cfg.lr_at(it)
         x = sample_batch(images, rng, cfg.batch, cfg.patch)
         y = model.analysis(x)
+        if cfg.clamp_latents:
+            y = torch.clamp(y, -LATENT_QMAX, LATENT_QMAX)
         with torch.no_grad():
             pmf = model.density.pmf_table().double()
         prefix = progressive_latents(y, pmf, rng, cfg.prefix_span)
