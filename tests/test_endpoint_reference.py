@@ -34,7 +34,7 @@ from lpimg.endpoint import (
 from lpimg.endpoint.coding import RESIDUAL_ID_KEY, condition_of, layer_spec, stream_header, with_reference
 from lpimg.errors import CodecError
 from lpimg.link import open_device_link, open_server_link
-from lpimg.protocol import ProtocolConfig
+from lpimg.protocol import LayersAcknowledged, ProtocolConfig
 from lpimg.wire import AbortReason, Manifest, Region, ServerAbortFrame, build_downlink, parse_downlink
 
 FIXEDCAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "fixedcam"
@@ -341,3 +341,45 @@ def test_reference_bank_is_bounded_and_resolves_prefixes() -> None:
     bank.begin("b", 1, header, None)
     bank.begin("c", 1, header, None)
     assert len(bank) == 2 and bank.sources("a") == ()  # the least recently active device went
+
+
+@needs_fixedcam
+def test_a_reference_coded_session_resumes_after_a_power_cut(arun: Any, tmp_path: Path) -> None:
+    """The stored session of a reference-coded picture resumes with the same stream, and the
+    rebuilt conditional encoder still mirrors the server's state for the next reference."""
+    images = frames(0, 25, 50)
+    url = f"{EU868}?seed=8"
+    config = ProtocolConfig(window=2)
+
+    class PowerCut(Exception):
+        pass
+
+    def cut_power(event: object) -> None:
+        if isinstance(event, LayersAcknowledged) and event.count >= 3:
+            raise PowerCut
+
+    async def main() -> tuple[list[DeviceResult], list[ImageUpdate], int]:
+        async with open_server_link(url) as server_link:
+            server = Server(server_link, codec=codec())
+            updates = server.updates()
+            async with server:
+                async with open_device_link(url, "cam") as link:
+                    camera = Device(link, codec=codec(), store=tmp_path, config=config)
+                    first = await camera.send(images[0], reference="auto")
+                    await _final(updates, "cam", first.session_id)
+                    camera.on_event = cut_power
+                    with pytest.raises(PowerCut):
+                        await camera.send(images[1], reference="auto")
+                async with open_device_link(url, "cam") as link:
+                    rebooted = Device(link, codec=codec(), store=tmp_path, config=config)
+                    second = await rebooted.send(images[1], reference="auto")
+                    final_second = await _final(updates, "cam", second.session_id)
+                    third = await rebooted.send(images[2], reference="auto")
+                    final_third = await _final(updates, "cam", third.session_id)
+            return [first, second, third], [final_second, final_third], server.counters.unknown_references
+
+    (first, second, third), (final_second, final_third), refused = arun(main())
+    assert second.resumed and second.completed and second.reference_id == first.session_id
+    assert third.completed and not third.fell_back and refused == 0
+    assert third.reference_id == second.session_id == final_third.reference_id
+    assert final_second.reference_id == first.session_id and final_second.reason == "complete"
