@@ -20,6 +20,7 @@ without a reference: a mismatch costs bytes, never a wrong picture.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,8 +28,8 @@ from lpimg.errors import CodecError
 
 if TYPE_CHECKING:
     from lpimg.codec.bitplane import LayerSpec
-    from lpimg.codec.pipeline import LearnedCodec, StreamHeader
-    from lpimg.codec.reference import ReferenceState
+    from lpimg.codec.pipeline import ImageDecoder, LearnedCodec, StreamHeader
+    from lpimg.codec.reference import ConditionalDecoder, ReferenceState
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,21 +73,21 @@ class ReferenceSource:
     base: HeldReference | None = None
     layers: list[tuple[LayerSpec, bytes]] = field(default_factory=list)
 
-    def states(self, codec: LearnedCodec) -> list[ReferenceState]:
-        """The state after each prefix of 1, 2, ... layers (decoding the picture once)."""
+    def states(self, codec: LearnedCodec) -> Iterator[ReferenceState]:
+        """The state after each prefix of 1, 2, ... layers, decoding the picture as it goes (a
+        caller that finds what it looks for stops the decoding there)."""
         from lpimg.codec.reference import ConditionalDecoder, ReferenceState
 
+        decoder: ImageDecoder | ConditionalDecoder
         if self.header.condition is not None:
             if self.base is None:
-                return []
-            decoder: object = ConditionalDecoder(codec, self.header, self.base.state)
+                return
+            decoder = ConditionalDecoder(codec, self.header, self.base.state)
         else:
             decoder = codec.decoder(self.header)
-        out = []
         for spec, data in self.layers:
-            decoder.apply(spec, data)  # type: ignore[attr-defined]
-            out.append(ReferenceState.from_decoder(decoder))  # type: ignore[arg-type]
-        return out
+            decoder.apply(spec, data)
+            yield ReferenceState.from_decoder(decoder)
 
 
 class ReferenceBank:
@@ -122,12 +123,11 @@ class ReferenceBank:
             if source.frame_id != frame_id:
                 continue
             try:
-                states = source.states(codec)
-            except CodecError:  # a source that no longer decodes names nothing
+                for state in source.states(codec):
+                    if state.hash() == digest:
+                        return HeldReference(frame_id, state)
+            except CodecError:  # a source that no longer decodes names nothing more
                 continue
-            for state in states:
-                if state.hash() == digest:
-                    return HeldReference(frame_id, state)
         return None
 
     def begin(
