@@ -237,7 +237,10 @@ class Device:
         self._specs: list[LayerSpec] = []
         """The codec's name of every layer of the running session, refinements included."""
         self._base: HeldReference | None = None
-        """The reference the running session's picture is coded against."""
+        """The reference the running session's picture is coded against (None: intra, or a
+        resumed picture whose reference this device no longer holds)."""
+        self._named: int | None = None
+        """The reference frame id the running session's manifest names."""
         self._peer_abort: AbortReason | None = None
         self._busy = False
         self.reference: HeldReference | None = self._load_reference()
@@ -382,8 +385,6 @@ class Device:
             return
         from lpimg.codec.reference import ReferenceState
 
-        if self._base is not None and encoder.header.condition is None:
-            return  # a stored session resumed without its reference: no state to mirror
         try:
             state = ReferenceState.from_encoder(encoder, self._specs[:count])
         except CodecError as exc:
@@ -417,7 +418,7 @@ class Device:
     ) -> DeviceResult:
         header = encoded.header
         if (header.condition is None) != (base is None):
-            raise CodecError("a reference-coded picture needs its reference, and only it one")
+            raise CodecError("a reference-coded picture needs its reference, and an intra picture none")
         if base is not None and header.condition is not None and header.condition.reference != base.digest:
             raise CodecError("the picture was coded against another reference than the one given")
         if manifest is None:
@@ -455,6 +456,7 @@ class Device:
         self._stored = stored
         self._specs = list(stored.specs)
         self._base = base
+        self._named = full.reference_id
         return await self._run(session, resumed=False, timeout=timeout)
 
     async def _resume(self, stored: StoredSession, timeout: float | None) -> DeviceResult:
@@ -493,6 +495,7 @@ class Device:
         self._stored = stored
         self._specs = list(stored.specs)
         self._base = base
+        self._named = manifest.reference_id
         return await self._run(session, resumed=True, timeout=timeout)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -566,7 +569,7 @@ class Device:
         completed = session.reason in ("complete", "stopped") and override is None
         result = self._result(session, completed, reason, resumed, started, finished=True)
         self._advance_reference(session)
-        return replace(result, reference_id=None if self._base is None else self._base.frame_id)
+        return replace(result, reference_id=self._named)
 
     def _result(
         self, session: DeviceSession, completed: bool, reason: str, resumed: bool, started: float,
