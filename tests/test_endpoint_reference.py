@@ -383,3 +383,16 @@ def test_a_reference_coded_session_resumes_after_a_power_cut(arun: Any, tmp_path
     assert third.completed and not third.fell_back and refused == 0
     assert third.reference_id == second.session_id == final_third.reference_id
     assert final_second.reference_id == first.session_id and final_second.reason == "complete"
+
+
+@needs_fixedcam
+def test_fixedcam_link_benchmark_compares_chains_end_to_end() -> None:
+    from lpimg.bench.fixedlink import run
+
+    result = run(str(FIXEDCAM), start=450, step=25, count=2, layers=3, downlink_loss=0.2)
+    ref, intra = result["with_reference"], result["intra"]
+    assert [row["delivered"] for row in ref + intra] == [True] * 4
+    assert ref[1]["reference_id"] is not None and intra[1]["reference_id"] is None
+    summary = result["summary"]
+    assert summary["with_reference"]["layer_bytes"] == ref[1]["layer_bytes"]
+    assert 0 < summary["saving_layer_bytes"] < 1 and summary["saving_uplink_bytes"] > 0
