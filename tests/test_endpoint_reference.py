@@ -34,8 +34,17 @@ from lpimg.endpoint import (
 from lpimg.endpoint.coding import RESIDUAL_ID_KEY, condition_of, layer_spec, stream_header, with_reference
 from lpimg.errors import CodecError
 from lpimg.link import open_device_link, open_server_link
-from lpimg.protocol import LayersAcknowledged, ProtocolConfig
-from lpimg.wire import AbortReason, Manifest, Region, ServerAbortFrame, build_downlink, parse_downlink
+from lpimg.protocol import DeviceSession, LayersAcknowledged, ProtocolConfig
+from lpimg.wire import (
+    AbortReason,
+    Manifest,
+    Region,
+    ServerAbortFrame,
+    StartFrame,
+    build_downlink,
+    parse_downlink,
+    parse_uplink,
+)
 
 FIXEDCAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "fixedcam"
 needs_fixedcam = pytest.mark.skipif(not FIXEDCAM.exists(), reason="../shared/data/fixedcam is absent")
@@ -396,3 +405,21 @@ def test_fixedcam_link_benchmark_compares_chains_end_to_end() -> None:
     summary = result["summary"]
     assert summary["with_reference"]["layer_bytes"] == ref[1]["layer_bytes"]
     assert 0 < summary["saving_layer_bytes"] < 1 and summary["saving_uplink_bytes"] > 0
+
+
+def test_unknown_reference_for_a_session_naming_none_means_its_start_was_lost() -> None:
+    """The answer to a refused reference-coded session reaches the device's intra fallback,
+    whose start the server missed: the device sends its start again instead of giving up."""
+    intra = DeviceSession(3, [b"\x05" * 60], mtu=24, now=0.0)
+    assert intra.next_frame(0.0) is not None  # START (lost)
+    assert intra.next_frame(10.0) is not None  # DATA 1
+    intra.receive_frame(build_downlink(ServerAbortFrame(AbortReason.UNKNOWN_REFERENCE)), 11.0)
+    assert not intra.finished and intra.stats.restarts == 1
+    again = intra.next_frame(20.0)
+    assert again is not None and isinstance(parse_uplink(again), StartFrame)
+
+    named = DeviceSession(4, [b"\x06" * 60], mtu=24, now=0.0,
+                          manifest=Manifest(reference_id=3, reference_hash=bytes(8)))
+    assert named.next_frame(0.0) is not None
+    named.receive_frame(build_downlink(ServerAbortFrame(AbortReason.UNKNOWN_REFERENCE)), 1.0)
+    assert named.finished and named.reason == "aborted: unknown reference"

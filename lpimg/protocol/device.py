@@ -219,6 +219,7 @@ class DeviceSession:
         except WireError as error:
             raise ProtocolError(f"cannot describe the session: {error}") from error
         self._check_header(header)
+        self._names_reference = descriptor.manifest.reference_hash is not None
         first_size = layout.first_fragment_size(
             self._fragment_size, len(header) + _records_size(initial)
         )
@@ -680,6 +681,10 @@ class DeviceSession:
         self._refine_deadline = None
 
     def _on_server_abort(self, reason: AbortReason, now: float) -> None:
+        if reason == AbortReason.UNKNOWN_REFERENCE and not self._names_reference:
+            # Meant for an earlier session that named one (frames carry no session id): the
+            # server does not know this session, whose start it missed (spec 10.1).
+            reason = AbortReason.UNKNOWN_SESSION
         if reason == AbortReason.UNKNOWN_SESSION:
             if not self._heard_state and (
                 self._need_start
