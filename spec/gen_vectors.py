@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from lpimg.protocol import DeviceSession, ProtocolConfig, Region, ServerProtocol  # noqa: E402
-from lpimg.protocol.events import LayerReceived, RefineRequested  # noqa: E402
+from lpimg.protocol.events import LayerReceived, RefineRequested, SessionStarted  # noqa: E402
 from lpimg.wire import (  # noqa: E402
     AbortReason,
     AckFrame,
@@ -160,6 +160,11 @@ def downlink_vectors() -> list[dict[str, Any]]:
         ("stop", StopFrame(), "enough"),
         ("abort-unknown", ServerAbortFrame(AbortReason.UNKNOWN_SESSION), "no such session"),
         ("abort-full", ServerAbortFrame(AbortReason.SERVER_FULL), "no room for a session"),
+        (
+            "abort-unknown-reference",
+            ServerAbortFrame(AbortReason.UNKNOWN_REFERENCE),
+            "the reference the session names is not held: the device sends the picture intra",
+        ),
     ]
     return [frame_vector(name, frame, build_downlink, note) for name, frame, note in cases]
 
@@ -175,6 +180,7 @@ def record_vectors() -> list[dict[str, Any]]:
     descriptors = [
         ("descriptor-plain", Descriptor(1, 320, 240, (2001,))),
         ("descriptor-manifest", Descriptor(3, 640, 480, (64, 300, 1200), manifest)),
+        ("descriptor-reference", Descriptor(3, 320, 240, (5, 180, 240), REFERENCE_MANIFEST)),
     ]
     groups = [
         ("group-refine", GroupHeader(Region(2, 3, 4, 5), 6, (150, 60))),
@@ -207,15 +213,26 @@ def record_vectors() -> list[dict[str, Any]]:
             "fields": {"data": b"123456789".hex()},
         }
     )
-    vectors.append(
-        {
-            "name": "manifest",
-            "record": "manifest",
-            "hex": encode_manifest(manifest).hex(),
-            "fields": to_json(manifest),
-        }
-    )
+    for name, value in (("manifest", manifest), ("manifest-reference", REFERENCE_MANIFEST)):
+        vectors.append(
+            {
+                "name": name,
+                "record": "manifest",
+                "hex": encode_manifest(value).hex(),
+                "fields": to_json(value),
+            }
+        )
     return vectors
+
+
+REFERENCE_MANIFEST = Manifest(
+    capture_time=1_700_000_600,
+    reference_id=0x0101,
+    reference_hash=bytes.fromhex("0123456789abcdef"),
+    extra={24: 6, 25: 0xE5B8},
+)
+"""A reference-coded picture (section 10): coded against the state session 0x0101 left, whose
+8-byte hash is key 2; lpimg's codec adds its top plane (key 24) and conditional table id (25)."""
 
 
 # -- whole sessions --------------------------------------------------------------------------
@@ -236,12 +253,17 @@ def transcript(
     lose_down: tuple[int, ...] = (),
     refine: tuple[Region | None, int, list[bytes]] | None = None,
     config: ProtocolConfig | None = None,
+    manifest: Manifest | None = None,
+    abort_on_start: AbortReason | None = None,
 ) -> dict[str, Any]:
     """Run one session over a scripted class A link: the server answers right after each
-    uplink it heard; uplink/downlink number k is lost when k is listed."""
+    uplink it heard; uplink/downlink number k is lost when k is listed. With
+    ``abort_on_start`` the server application aborts the session once its descriptor verified
+    (for example a reference it does not hold)."""
     config = config or ProtocolConfig()
     device = DeviceSession(
-        0x0102, layers, mtu=mtu, now=0.0, model_id=1, geometry=(320, 240), config=config
+        0x0102, layers, mtu=mtu, now=0.0, model_id=1, geometry=(320, 240), config=config,
+        manifest=manifest,
     )
     server = ServerProtocol(config)
     frames: list[dict[str, Any]] = []
@@ -251,6 +273,8 @@ def transcript(
     def server_events() -> None:
         # the application reacts before the receive window opens, as a gateway would
         for event in iter(server.next_event, None):
+            if isinstance(event, SessionStarted) and abort_on_start is not None:
+                server.abort("dev", abort_on_start, now)
             if isinstance(event, LayerReceived):
                 delivered.append(event.data.hex())
                 if refine is not None and event.index == 0:
@@ -286,6 +310,11 @@ def transcript(
                     device.receive_frame(answer, now + 1.0)
         now += 10.0
     assert device.finished
+    extra: dict[str, Any] = {}
+    if manifest is not None:
+        extra["manifest"] = encode_manifest(manifest).hex()
+    if abort_on_start is not None:
+        extra["abort_on_start"] = abort_on_start.name
     return {
         "name": name,
         "note": note,
@@ -303,6 +332,7 @@ def transcript(
             "answer_layers": [layer.hex() for layer in refine[2]],
         },
         "config": {"window": config.window, "ack_timeout": config.ack_timeout},
+        **extra,
         "frames": frames,
         "delivered": delivered,
         "device_reason": device.reason,
@@ -338,6 +368,16 @@ def transcripts() -> list[dict[str, Any]]:
             [pattern(60, 5), pattern(90, 6)],
             51,
             refine=(Region(1, 2, 3, 4), 5, [pattern(30, 7), pattern(20, 8)]),
+        ),
+        transcript(
+            "transfer-unknown-reference",
+            "a picture coded against a reference (manifest keys 1 and 2) the server does not "
+            "hold: it aborts with UNKNOWN_REFERENCE once the descriptor verified, delivering "
+            "nothing; the device then sends the same picture intra in a new session",
+            [pattern(5, 9), pattern(180, 10), pattern(240, 11)],
+            51,
+            manifest=REFERENCE_MANIFEST,
+            abort_on_start=AbortReason.UNKNOWN_REFERENCE,
         ),
     ]
 

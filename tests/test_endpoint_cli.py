@@ -122,6 +122,38 @@ def test_send_and_serve(mosquitto: Any, tmp_path: Path) -> None:
     assert (out / "cli-cam" / sidecar["png"]).exists()
 
 
+def test_a_fixed_camera_sends_against_its_reference(mosquitto: Any, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Two ``send --reference auto`` runs through one ``serve``: the first picture is intra,
+    the second is coded against what the server holds of the first (kept in the store)."""
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    base = crop(width=64, height=48)
+    Image.fromarray(base).save(first)
+    changed = base.copy()
+    changed[8:24, 8:24] = 255 - changed[8:24, 8:24]
+    Image.fromarray(changed).save(second)
+    out = tmp_path / "out"
+    server = lpimg("serve", "--link", mosquitto.url(), "--out", str(out))
+    store = str(tmp_path / "store")
+    try:
+        wait_for_line(server, "serving")
+        sent = []
+        for picture in (first, second):  # in this process: a second torch start-up costs seconds
+            code = main(["send", str(picture), "--link", mosquitto.url(mtu=51), "--device", "fixed-cam",
+                         "--store", store, "--reference", "auto", "--ack-timeout", "2", "--quiet"])
+            sent.append(capsys.readouterr().out)
+            assert code == 0, sent
+    finally:
+        server.kill()
+    assert ": complete;" in sent[0] and "intra (no reference yet)" in sent[0]
+    assert ": complete;" in sent[1] and "coded against reference" in sent[1]
+    sidecars = [json.loads(path.read_text()) for path in (out / "fixed-cam").glob("*.json")]
+    assert sorted(doc["reference_id"] is None for doc in sidecars) == [False, True]
+    assert all(doc["final"] and doc["reason"] == "complete" and doc["png"] for doc in sidecars)
+    assert main(["send", str(first), "--link", mosquitto.url(), "--device", "x", "--reference", "auto"]) == 2
+    assert "--reference auto needs --store" in capsys.readouterr().err
+
+
 def test_send_fails_with_a_reason(mosquitto: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     picture = tmp_path / "cam.png"
     Image.fromarray(crop(width=32, height=32)).save(picture)

@@ -12,6 +12,7 @@ import pytest
 
 from lpimg.protocol import DeviceSession, ProtocolConfig, Region, ServerProtocol
 from lpimg.wire import (
+    AbortReason,
     Descriptor,
     GroupHeader,
     Manifest,
@@ -119,12 +120,15 @@ def test_a_server_fed_the_recorded_uplinks_answers_the_recorded_downlinks(name: 
     server = ServerProtocol(ProtocolConfig(**session["config"]))
     refine = session["refine"]
     frames = session["frames"]
+    abort_on_start = session.get("abort_on_start")
     delivered = []
     for position, record in enumerate(frames):
         if record["dir"] != "up" or record["lost"]:
             continue
         server.receive_frame("dev", bytes.fromhex(record["hex"]), record["t"])
         for event in iter(server.next_event, None):
+            if type(event).__name__ == "SessionStarted" and abort_on_start is not None:
+                server.abort("dev", AbortReason[abort_on_start], record["t"])
             data = getattr(event, "data", None)
             if data is not None:
                 delivered.append(data.hex())
@@ -154,6 +158,7 @@ def test_a_device_fed_the_recorded_downlinks_sends_the_recorded_uplinks(name: st
         model_id=session["model_id"],
         geometry=tuple(session["geometry"]),
         config=ProtocolConfig(**session["config"]),
+        manifest=decode_manifest(bytes.fromhex(session.get("manifest", ""))),
     )
     refine = session["refine"]
     for record in session["frames"]:

@@ -27,6 +27,7 @@ from lpimg.endpoint.policies import (
     TargetQuality,
     pass_fraction,
 )
+from lpimg.endpoint.references import HeldReference, ReferenceBank
 from lpimg.endpoint.server import ImageUpdate, LayerInfo, Server, ServerCounters, SessionHandle
 from lpimg.endpoint.sim import SimDeviceLink, SimNetwork, SimRadioStats, SimServerLink
 from lpimg.endpoint.store import DeviceStore, StoreError
@@ -41,11 +42,13 @@ __all__ = [
     "DeviceResult",
     "DeviceStore",
     "EncodedImage",
+    "HeldReference",
     "ImageUpdate",
     "LayerInfo",
     "Pacing",
     "Policy",
     "Refine",
+    "ReferenceBank",
     "RefineRegion",
     "Server",
     "ServerCounters",

@@ -55,6 +55,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
     _logging(args)
     _reject_sim(args.link, "send")
+    if args.reference == "auto" and not args.store:
+        raise LpimgError("--reference auto needs --store DIR: the reference (what the server holds "
+                         "of the last picture) is kept there between sends")
     pacing = Pacing(min_interval=args.min_interval, rx_window=args.rx_window)
     if args.duty_cycle:
         from dataclasses import replace
@@ -65,19 +68,30 @@ def _cmd_send(args: argparse.Namespace) -> int:
     async def main() -> Any:
         async with open_device_link(args.link, args.device) as link:
             device = Device(link, model=args.model, store=args.store, config=_config(args), pacing=pacing)
-            return await device.send(args.image, layers=args.layers, timeout=args.timeout)
+            reference = "auto" if args.reference == "auto" else None
+            return await device.send(args.image, layers=args.layers, timeout=args.timeout,
+                                     reference=reference)
 
     result = asyncio.run(main())
     line = (f"{args.device}: session {result.session_id:04x}: {result.reason}; "
             f"{result.layers_acknowledged}/{result.layers} layers acknowledged, "
             f"{result.layer_bytes} layer bytes, {result.stats.uplinks} uplinks "
             f"({result.stats.retransmissions} retransmissions), {result.stats.downlinks} downlinks"
-            f"{', resumed' if result.resumed else ''}")
+            f"{', resumed' if result.resumed else ''}"
+            f"{_reference_note(result) if args.reference == 'auto' else ''}")
     if result.completed:
         print(line)
         return 0
     print(f"lpimg: send failed: {line}", file=sys.stderr)
     return 1
+
+
+def _reference_note(result: Any) -> str:
+    if result.fell_back:
+        return "; the server lacked the reference: sent intra"
+    if result.reference_id is None:
+        return "; intra (no reference yet)"
+    return f"; coded against reference {result.reference_id:04x}"
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -219,6 +233,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", required=True, help="this device's id on the link")
     p.add_argument("--store", help="session store directory: a restarted send resumes from it")
     p.add_argument("--layers", type=int, default=None, help="send only the first K layers")
+    p.add_argument("--reference", choices=("auto", "none"), default="none",
+                   help="auto: a fixed camera; code the picture against what the server holds of the "
+                        "last one (kept in --store), intra if there is none or the server lacks it")
     p.add_argument("--model", default="lpimg-b1")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.add_argument("--min-interval", type=float, default=0.0,

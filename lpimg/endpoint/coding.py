@@ -8,7 +8,12 @@ lpimg's codec (spec/PROTOCOL.md, section 10), so the device and the server canno
 - the codec's top plane, the one piece of the stream header the session descriptor does not
   carry, rides in the manifest under application key :data:`TOP_PLANE_KEY`;
 - a refine request asks for passes *up to and including* ``pass_index``, which is
-  ``refine_specs(region, pass_index + 1)`` in the codec's terms (it counts passes).
+  ``refine_specs(region, pass_index + 1)`` in the codec's terms (it counts passes);
+- a picture coded against a reference (a fixed camera, docs/REFERENCE-CODING.md) names it in
+  the manifest: protocol keys 1 (reference frame id: the session id whose acknowledged layers
+  made the reference state) and 2 (the state's 8-byte hash), and application key
+  :data:`RESIDUAL_ID_KEY` (the 16-bit id of the conditional tables). Its layer 0 is the
+  tile-mode map and layer j + 1 bitplane pass j, so group 0 is still passes 0..n-1.
 
 The codec's :class:`~lpimg.codec.bitplane.Region` has fields ``x, y, w, h``; the wire's
 :class:`~lpimg.wire.Region` has ``x, y, width, height`` and ``None`` for the whole image. Both
@@ -34,11 +39,21 @@ from lpimg.wire import Manifest
 from lpimg.wire import Region as WireRegion
 
 if TYPE_CHECKING:
-    from lpimg.codec.pipeline import ImageEncoder, LearnedCodec, StreamHeader
+    from lpimg.codec.pipeline import Condition, ImageEncoder, LearnedCodec, StreamHeader
+    from lpimg.codec.reference import ConditionalEncoder, ReferenceState
+
+    Encoder = ImageEncoder | ConditionalEncoder
 
 TOP_PLANE_KEY = 24
 """Manifest key (application range, >= 24) carrying the codec's top plane (the same key
 ``lpimg demo`` uses)."""
+
+RESIDUAL_ID_KEY = 25
+"""Manifest key (application range) carrying the 16-bit id of the conditional probability tables
+a reference-coded picture uses; the server refuses tables it does not have (REJECTED)."""
+
+REFERENCE_HASH_BYTES = 8
+"""Bytes of the reference-state hash a reference-coded picture names (manifest key 2)."""
 
 
 def to_wire_region(region: CodecRegion | None) -> WireRegion | None:
@@ -85,14 +100,49 @@ def top_plane_of(manifest: Manifest) -> int:
     return value
 
 
+def with_reference(manifest: Manifest, reference_id: int, condition: Condition) -> Manifest:
+    """``manifest`` naming the reference a conditional stream was coded against: its frame id
+    (key 1), its state hash (key 2) and the conditional tables' id (:data:`RESIDUAL_ID_KEY`)."""
+    extra = dict(manifest.extra)
+    extra[RESIDUAL_ID_KEY] = int(condition.residual_id)
+    return Manifest(
+        capture_time=manifest.capture_time,
+        reference_id=int(reference_id),
+        reference_hash=bytes(condition.reference),
+        device=manifest.device,
+        extra=extra,
+    )
+
+
+def condition_of(manifest: Manifest) -> Condition | None:
+    """The reference a session's manifest names (None: an intra picture); CodecError if it
+    names one incompletely (an id without a hash, a hash of the wrong size, no table id)."""
+    from lpimg.codec.pipeline import Condition
+
+    if manifest.reference_id is None and manifest.reference_hash is None:
+        return None
+    if manifest.reference_id is None or manifest.reference_hash is None:
+        raise CodecError("the manifest names a reference by only its frame id or only its hash")
+    if len(manifest.reference_hash) != REFERENCE_HASH_BYTES:
+        raise CodecError(f"a reference hash has {REFERENCE_HASH_BYTES} bytes, this one "
+                         f"{len(manifest.reference_hash)}")
+    residual = manifest.extra.get(RESIDUAL_ID_KEY)
+    if isinstance(residual, bool) or not isinstance(residual, int) or not 0 <= residual <= 0xFFFF:
+        raise CodecError(f"a reference-coded session needs its table id under manifest key "
+                         f"{RESIDUAL_ID_KEY} (got {residual!r})")
+    return Condition(bytes(manifest.reference_hash), residual)
+
+
 def stream_header(model_id: int, geometry: tuple[int, int], manifest: Manifest) -> StreamHeader:
-    """The codec's stream header of a session, from its descriptor (CodecError if unusable)."""
+    """The codec's stream header of a session, from its descriptor (CodecError if unusable).
+
+    A reference-coded session gets a header with its :class:`~lpimg.codec.pipeline.Condition`;
+    whether the reference it names is held is the server's question, not this function's.
+    """
     from lpimg.codec.pipeline import StreamHeader
 
-    if manifest.reference_id is not None or manifest.reference_hash is not None:
-        raise CodecError("the session is coded against a reference frame, which this server does not hold")
     width, height = geometry
-    return StreamHeader(model_id, width, height, top_plane_of(manifest))
+    return StreamHeader(model_id, width, height, top_plane_of(manifest), condition_of(manifest))
 
 
 @dataclass(frozen=True)
@@ -123,36 +173,67 @@ class EncodedImage:
 
 
 def encode_image(
-    codec: LearnedCodec, image: np.ndarray, layers: int | None = None
-) -> tuple[EncodedImage, ImageEncoder]:
+    codec: LearnedCodec, image: np.ndarray, layers: int | None = None,
+    reference: ReferenceState | None = None,
+) -> tuple[EncodedImage, Encoder]:
     """Encode ``image`` into its first ``layers`` default layers (all of them by default).
 
-    Returns the encoded image and the encoder, whose pass counters now reflect those layers
-    (it answers refine requests).
+    With a ``reference`` the picture is coded against it (a
+    :class:`~lpimg.codec.reference.ConditionalEncoder`): ``layers`` still counts bitplane
+    passes, so the stream carries the tile-mode map plus that many passes (``layers + 1``
+    protocol layers) and decodes to the same latent precision as the intra picture would. Group
+    0 is always passes 0..n-1, as the protocol's group 0 is (a pass that codes no position is an
+    empty layer). Returns the encoded image and the encoder, whose pass counters now reflect
+    those layers (it answers refine requests).
     """
+    from lpimg.codec.bitplane import LayerSpec
     from lpimg.codec.image import as_rgb
 
     if layers is not None and layers < 1:
         raise CodecError(f"--layers must be at least 1, got {layers}")
     pixels = as_rgb(image)
-    encoder = codec.encoder(pixels)
-    specs = encoder.default_layers()[:layers]
-    data = tuple(encoder.encode(spec) for spec in specs)
     digest = hashlib.sha256()
+    encoder: Encoder
+    if reference is None:
+        encoder = codec.encoder(pixels)
+        specs = encoder.default_layers()[:layers]
+        latents = encoder.latents
+    else:
+        from lpimg.codec.reference import ConditionalEncoder
+
+        encoder = ConditionalEncoder(codec, pixels, reference)
+        total = encoder.header.total_passes
+        count = total if layers is None else min(layers + 1, total)
+        specs = [LayerSpec(i) for i in range(count)]
+        latents = encoder.source  # unclipped: ConditionalEncoder.from_latents plans the same
+        digest.update(b"reference:" + reference.hash())
+    data = tuple(encoder.encode(spec) for spec in specs)
     digest.update(f"{codec.model_id}:{pixels.shape}:{len(specs)}".encode())
     digest.update(np.ascontiguousarray(pixels).tobytes())
-    encoded = EncodedImage(encoder.header, data, encoder.latents.astype(np.int8), digest.hexdigest())
+    encoded = EncodedImage(encoder.header, data, latents.astype(np.int8), digest.hexdigest())
     return encoded, encoder
 
 
 def encoder_from_latents(
-    codec: LearnedCodec, latents: np.ndarray, width: int, height: int, specs: Sequence[LayerSpec]
-) -> ImageEncoder:
+    codec: LearnedCodec, latents: np.ndarray, width: int, height: int, specs: Sequence[LayerSpec],
+    reference: ReferenceState | None = None,
+) -> Encoder:
     """Rebuild a device's encoder after a reboot: its latents, with the pass counters advanced
-    by every layer already produced (so refinements continue where they left off)."""
+    by every layer already produced (so refinements continue where they left off). A picture
+    coded against ``reference`` needs that same reference back."""
     from lpimg.codec.bitplane import replay_passes
     from lpimg.codec.pipeline import ImageEncoder
 
+    if reference is not None:
+        from lpimg.codec.reference import ConditionalEncoder
+
+        conditional = ConditionalEncoder.from_latents(codec, np.asarray(latents, dtype=np.int32),
+                                                      width, height, reference)
+        _, h, w = conditional.q.shape
+        bitplane_specs = [LayerSpec(spec.index - 1, spec.region) for spec in specs if spec.index > 0]
+        conditional.passes = replay_passes(bitplane_specs, (h, w), conditional.top,
+                                           conditional.plan.initial_passes)
+        return conditional
     encoder = ImageEncoder(codec, np.asarray(latents, dtype=np.int32), width, height)
     bitplanes = encoder.bitplanes
     _, h, w = bitplanes.q.shape
@@ -161,7 +242,7 @@ def encoder_from_latents(
 
 
 def refine_layers(
-    encoder: ImageEncoder, region: WireRegion | None, pass_index: int
+    encoder: Encoder, region: WireRegion | None, pass_index: int
 ) -> tuple[list[LayerSpec], list[bytes], WireRegion | None]:
     """Answer a refine request: the layers bringing ``region`` (None: everything) to passes
     0..``pass_index``, their data, and the region to announce them for.
@@ -169,7 +250,7 @@ def refine_layers(
     A region outside the latent grid, or one already refined that far, gives no layers (the
     device then declines the request with an empty group).
     """
-    _, h, w = encoder.bitplanes.q.shape
+    _, h, w = encoder.latents.shape
     whole = CodecRegion(0, 0, w, h)
     wanted = whole if region is None else to_codec_region(region)
     assert wanted is not None

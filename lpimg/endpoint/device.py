@@ -23,6 +23,15 @@ Persistence. With a ``store`` directory every layer and the session's shape are 
 (atomically) before they are sent, so a device that reboots mid-transfer calls
 :meth:`Device.send` with the same picture (or :meth:`Device.resume` without it) and the session
 resumes: the server reports what it holds and only the rest is sent.
+
+Fixed cameras. ``send(image, reference="auto")`` codes the picture against the device's
+:attr:`Device.reference`: the server's state of the last picture, mirrored from the layers the
+server acknowledged (no decoding). After every finished session that got at least one layer
+acknowledged, the reference becomes that picture's acknowledged state; otherwise the old one is
+kept (it is dropped only for an acknowledged replacement, or when the server says it does not
+hold it). A server that answers ABORT(UNKNOWN_REFERENCE) gets the same picture again, coded
+without a reference, in a new session (:attr:`DeviceResult.fell_back`). With a ``store`` the
+reference survives reboots.
 """
 
 from __future__ import annotations
@@ -31,9 +40,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -43,14 +52,17 @@ from lpimg.endpoint.coding import (
     encoder_from_latents,
     refine_layers,
     to_codec_region,
+    with_reference,
     with_top_plane,
 )
+from lpimg.endpoint.references import HeldReference
 from lpimg.endpoint.sim import SimDeviceLink
 from lpimg.endpoint.store import DeviceStore, StoredSession, StoreError
 from lpimg.errors import CodecError, LinkError, LpimgError, ProtocolError
 from lpimg.link.base import DeviceLink
 from lpimg.link.sim.budget import DutyCycle
 from lpimg.protocol import (
+    Aborted,
     DeviceSession,
     DeviceStats,
     Event,
@@ -61,7 +73,11 @@ from lpimg.protocol import (
 from lpimg.wire import MAX_MTU, MIN_MTU, AbortReason, Manifest, decode_manifest, encode_manifest
 
 if TYPE_CHECKING:
+    from lpimg.codec.bitplane import LayerSpec
     from lpimg.codec.pipeline import ImageEncoder, LearnedCodec
+    from lpimg.codec.reference import ConditionalEncoder
+
+    Encoder = ImageEncoder | ConditionalEncoder
 
 log = logging.getLogger("lpimg.endpoint.device")
 
@@ -160,6 +176,11 @@ class DeviceResult:
     duration_s: float
     """Link-clock seconds from the first frame to the end (virtual for sim://)."""
     stats: DeviceStats = field(default_factory=DeviceStats)
+    reference_id: int | None = None
+    """Frame id of the reference the delivered picture was coded against (None: intra)."""
+    fell_back: bool = False
+    """The server did not hold the reference the picture was first coded against, so it was sent
+    again without one (this result is that second session's)."""
 
     @property
     def uplinks(self) -> int:
@@ -209,11 +230,22 @@ class Device:
         self.on_event = on_event
         self.session: DeviceSession | None = None
         """The running (or last) protocol session, for inspection."""
-        self._encoder: ImageEncoder | None = None
+        self._encoder: Encoder | None = None
         self._stored: StoredSession | None = None
         self._refines_answered = 0
         self._pending_specs: list[Any] = []
+        self._specs: list[LayerSpec] = []
+        """The codec's name of every layer of the running session, refinements included."""
+        self._base: HeldReference | None = None
+        """The reference the running session's picture is coded against (None: intra, or a
+        resumed picture whose reference this device no longer holds)."""
+        self._named: int | None = None
+        """The reference frame id the running session's manifest names."""
+        self._peer_abort: AbortReason | None = None
         self._busy = False
+        self.reference: HeldReference | None = self._load_reference()
+        """The state the server holds of this device's last acknowledged picture (fixed cameras:
+        ``send(..., reference="auto")`` codes against it), or None."""
 
     # -- clock and codec ---------------------------------------------------------------------
 
@@ -240,28 +272,52 @@ class Device:
         layers: int | None = None,
         manifest: Manifest | Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        reference: Literal["auto"] | HeldReference | None = None,
     ) -> DeviceResult:
         """Encode ``image`` (an array or a picture file) into its first ``layers`` layers and
         deliver it. If the store holds an unfinished session of the same picture (same pixels,
-        model and layer count), that session is resumed instead.
+        model, layer count and reference), that session is resumed instead.
+
+        ``reference="auto"`` codes the picture against :attr:`reference` when the device holds
+        one (a fixed camera; intra otherwise); a :class:`HeldReference` codes against that one.
+        ``layers`` counts bitplane passes either way (a reference-coded picture adds its tile-mode
+        map). If the server does not hold the reference, the picture is sent again without it.
 
         ``timeout`` (link-clock seconds) gives the session up (the server is told) if it has
-        not ended by then. Raises :class:`lpimg.LpimgError` only for unusable input (the
-        picture, the model); every way the transfer itself can end is a :class:`DeviceResult`.
+        not ended by then; it applies to each session (the fallback is a second one). Raises
+        :class:`lpimg.LpimgError` only for unusable input (the picture, the model); every way
+        the transfer itself can end is a :class:`DeviceResult`.
         """
         if isinstance(image, str | Path):
             from lpimg.codec.image import load_image
 
             image = load_image(image)
-        encoded, encoder = encode_image(self.codec, image, layers)
+        if reference == "auto":
+            base = self.reference
+        elif reference is None or isinstance(reference, HeldReference):
+            base = reference
+        else:
+            raise LpimgError(f"reference must be 'auto', a HeldReference or None, got {reference!r}")
+        encoded, encoder = encode_image(self.codec, image, layers, None if base is None else base.state)
         stored = self._load_stored()
         if stored is not None and stored.digest == encoded.digest and stored.mtu == self.mtu:
             log.info("resuming stored session %04x", stored.session_id)
-            return await self._resume(stored, timeout)
-        if stored is not None:
-            log.warning("stored session %04x was for another picture; starting a new one", stored.session_id)
-        self._encoder = encoder
-        return await self._start(encoded, manifest, timeout)
+            result = await self._resume(stored, timeout)
+        else:
+            if stored is not None:
+                log.warning("stored session %04x was for another picture; starting a new one",
+                            stored.session_id)
+            self._encoder = encoder
+            result = await self._start(encoded, manifest, timeout, base)
+        if base is not None and self._peer_abort is AbortReason.UNKNOWN_REFERENCE:
+            log.warning("the server does not hold reference %04x/%s: sending the picture again "
+                        "without it", base.frame_id, base.digest.hex())
+            if self.reference is base:
+                self._set_reference(None)
+            encoded, encoder = encode_image(self.codec, image, layers)
+            self._encoder = encoder
+            result = replace(await self._start(encoded, manifest, timeout, None), fell_back=True)
+        return result
 
     async def send_encoded(
         self,
@@ -269,13 +325,17 @@ class Device:
         *,
         manifest: Manifest | Mapping[str, Any] | None = None,
         timeout: float | None = None,
-        encoder: ImageEncoder | None = None,
+        encoder: Encoder | None = None,
+        reference: HeldReference | None = None,
     ) -> DeviceResult:
         """Deliver layers encoded elsewhere (for example on the camera's accelerator).
 
         Refine requests are answered if ``encoder`` (whose pass counters match the layers) or
-        ``encoded.latents`` is given, and declined otherwise. This always starts a new session
-        (recorded in the store, if any); after a reboot, call :meth:`resume` first.
+        ``encoded.latents`` is given, and declined otherwise. A picture coded against a
+        reference needs that ``reference`` (its frame id goes into the manifest); if the server
+        does not hold it the session ends "aborted: unknown reference" (no fallback here: the
+        layers are given, not the picture). This always starts a new session (recorded in the
+        store, if any); after a reboot, call :meth:`resume` first.
         """
         if encoder is None and encoded.latents is not None:
             header = encoded.header
@@ -284,9 +344,10 @@ class Device:
             encoder = encoder_from_latents(
                 self.codec, encoded.latents, header.width, header.height,
                 [LayerSpec(i) for i in range(len(encoded.layers))],
+                None if reference is None else reference.state,
             )
         self._encoder = encoder
-        return await self._start(encoded, manifest, timeout)
+        return await self._start(encoded, manifest, timeout, reference)
 
     async def resume(self, *, timeout: float | None = None) -> DeviceResult | None:
         """Resume the session the store holds (after a reboot); None if there is none."""
@@ -294,6 +355,44 @@ class Device:
         if stored is None:
             return None
         return await self._resume(stored, timeout)
+
+    # -- the reference (fixed cameras) -------------------------------------------------------
+
+    def _load_reference(self) -> HeldReference | None:
+        if self.store is None:
+            return None
+        try:
+            return self.store.load_reference()
+        except StoreError as exc:
+            log.warning("ignoring the stored reference: %s", exc)
+            return None
+
+    def _set_reference(self, reference: HeldReference | None) -> None:
+        self.reference = reference
+        if self.store is not None:
+            try:
+                self.store.save_reference(reference)
+            except OSError as exc:
+                log.warning("could not store the reference: %s", exc)
+
+    def _advance_reference(self, session: DeviceSession) -> None:
+        """After a finished session: the server's state of the layers it acknowledged becomes
+        the reference, if it acknowledged any (else the old one stays, and the server, which
+        keeps the base of its last picture, still holds it)."""
+        count = session.acknowledged_layers
+        encoder = self._encoder
+        if count < 1 or encoder is None or len(self._specs) < count:
+            return
+        from lpimg.codec.reference import ReferenceState
+
+        try:
+            state = ReferenceState.from_encoder(encoder, self._specs[:count])
+        except CodecError as exc:
+            log.warning("cannot mirror the server's state of session %04x: %s", session.session_id, exc)
+            return
+        self._set_reference(HeldReference(session.session_id, state))
+        log.info("reference is now session %04x (%d layers, %s)", session.session_id, count,
+                 state.hash().hex())
 
     # -- starting and resuming ---------------------------------------------------------------
 
@@ -314,14 +413,19 @@ class Device:
         return secrets.randbelow(0x10000)
 
     async def _start(
-        self, encoded: EncodedImage, manifest: Manifest | Mapping[str, Any] | None, timeout: float | None
+        self, encoded: EncodedImage, manifest: Manifest | Mapping[str, Any] | None, timeout: float | None,
+        base: HeldReference | None = None,
     ) -> DeviceResult:
         header = encoded.header
-        if header.condition is not None:
-            raise CodecError("reference-coded streams are not supported by the device endpoint yet")
+        if (header.condition is None) != (base is None):
+            raise CodecError("a reference-coded picture needs its reference, and an intra picture none")
+        if base is not None and header.condition is not None and header.condition.reference != base.digest:
+            raise CodecError("the picture was coded against another reference than the one given")
         if manifest is None:
             manifest = Manifest(capture_time=int(time.time()))
         full = with_top_plane(manifest, header.top_plane)
+        if base is not None and header.condition is not None:
+            full = with_reference(full, base.frame_id, header.condition)
         session_id = self._session_id()
         from lpimg.codec.bitplane import LayerSpec
 
@@ -350,6 +454,9 @@ class Device:
                 latents = self._encoder.latents
             self.store.begin(stored, encoded.layers, latents)
         self._stored = stored
+        self._specs = list(stored.specs)
+        self._base = base
+        self._named = full.reference_id
         return await self._run(session, resumed=False, timeout=timeout)
 
     async def _resume(self, stored: StoredSession, timeout: float | None) -> DeviceResult:
@@ -361,6 +468,16 @@ class Device:
         except (StoreError, LpimgError) as exc:
             raise StoreError(f"cannot resume stored session {stored.session_id:04x}: {exc}") from exc
         self._encoder = None
+        base = self.reference
+        if manifest.reference_hash is None:
+            base = None
+        elif base is None or base.digest != manifest.reference_hash:
+            # The picture's reference is gone: the session still resumes (the layers are
+            # stored), but refine requests are declined and the reference is not advanced.
+            log.warning("stored session %04x was coded against a reference this device no longer "
+                        "holds: refine requests will be declined", stored.session_id)
+            base = None
+            latents = None
         if latents is not None:
             if stored.model_id != self.codec.model_id:
                 log.warning("stored session %04x was coded by model %#06x, not %#06x: refine "
@@ -368,13 +485,17 @@ class Device:
                             self.codec.model_id)
             else:
                 self._encoder = encoder_from_latents(
-                    self.codec, latents, stored.width, stored.height, stored.specs)
+                    self.codec, latents, stored.width, stored.height, stored.specs,
+                    None if base is None else base.state)
         session = DeviceSession.resume(
             stored.session_id, layers, mtu=stored.mtu, now=self._now(), model_id=stored.model_id,
             geometry=(stored.width, stored.height), manifest=manifest, config=self.config,
             added_groups=stored.groups,
         )
         self._stored = stored
+        self._specs = list(stored.specs)
+        self._base = base
+        self._named = manifest.reference_id
         return await self._run(session, resumed=True, timeout=timeout)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -385,6 +506,7 @@ class Device:
         self._busy = True
         self.session = session
         self._refines_answered = 0
+        self._peer_abort = None
         pacer = _Pacer(self.pacing)
         link = self.link
         started = self._now()
@@ -445,7 +567,9 @@ class Device:
             self._busy = False
         reason = override or session.reason or "ended"
         completed = session.reason in ("complete", "stopped") and override is None
-        return self._result(session, completed, reason, resumed, started, finished=True)
+        result = self._result(session, completed, reason, resumed, started, finished=True)
+        self._advance_reference(session)
+        return replace(result, reference_id=self._named)
 
     def _result(
         self, session: DeviceSession, completed: bool, reason: str, resumed: bool, started: float,
@@ -477,6 +601,8 @@ class Device:
                 self._answer_refine(session, event)
             elif isinstance(event, LayersAcknowledged):
                 log.debug("session %04x: %d layers acknowledged", session.session_id, event.count)
+            elif isinstance(event, Aborted) and event.by_peer:
+                self._peer_abort = event.code
             if self.on_event is not None:
                 self.on_event(event)
         self._persist_groups(session)
@@ -526,6 +652,7 @@ class Device:
             session.decline_refine()
             return
         self._pending_specs.extend(specs)
+        self._specs.extend(specs)
         self._refines_answered += 1
         log.info("refine: %d layers (passes %d..%d) over %s", len(layers), first_pass,
                  specs[-1].index, region or "the whole image")

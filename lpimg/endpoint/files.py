@@ -35,6 +35,7 @@ def sidecar(update: ImageUpdate, png: str | None = None) -> dict[str, object]:
         "width": update.width,
         "height": update.height,
         "model_id": update.model_id,
+        "reference_id": update.reference_id,
         "layers": update.layers,
         "bytes": update.bytes,
         "final": update.final,

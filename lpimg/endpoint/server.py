@@ -20,12 +20,20 @@ this server cannot decode, peers that vanish) is logged once per cause and devic
 :attr:`Server.counters`, and never stops the server; every session ends with a final update
 whose ``reason`` says how ("complete", "stopped: ...", "aborted: ...", "rejected: ...",
 "interrupted: ...").
+
+Fixed cameras. A session coded against a reference (manifest keys 1 and 2) is decoded against
+the state the server holds of that device's earlier picture: :attr:`Server.references` keeps
+each device's last two pictures and rebuilds the state of whichever prefix of their layers the
+device names (:mod:`lpimg.endpoint.references`). A name that matches nothing is refused with
+ABORT(UNKNOWN_REFERENCE) before any layer is decoded (final reason "rejected: unknown reference
+..."), and the device sends the picture again without a reference.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -37,6 +45,7 @@ import numpy as np
 
 from lpimg.endpoint.coding import layer_spec, stream_header
 from lpimg.endpoint.policies import Action, Policy, Refine, Stop
+from lpimg.endpoint.references import ReferenceBank, ReferenceSource
 from lpimg.endpoint.sim import SimServerLink
 from lpimg.errors import CodecError, LinkError, LpimgError, ProtocolError, WireError
 from lpimg.link.base import ServerLink
@@ -56,6 +65,7 @@ from lpimg.wire import AbortReason, Manifest, Region
 
 if TYPE_CHECKING:
     from lpimg.codec.pipeline import ImageDecoder, LearnedCodec, StreamHeader
+    from lpimg.codec.reference import ConditionalDecoder
 
 log = logging.getLogger("lpimg.endpoint.server")
 
@@ -82,6 +92,24 @@ class _Snapshot:
 
     def render(self) -> np.ndarray:
         return self.codec.synthesize(self.q, self.passes, self.top, self.width, self.height)
+
+
+@dataclass(frozen=True)
+class _ConditionalSnapshot:
+    """A reference-coded picture's decoder state, frozen: its arrays are copies, and the
+    reference it reads is immutable."""
+
+    decoder: ConditionalDecoder
+
+    @classmethod
+    def of(cls, decoder: ConditionalDecoder) -> _ConditionalSnapshot:
+        frozen = copy.copy(decoder)
+        frozen.q = decoder.q.copy()
+        frozen.passes = decoder.passes.copy()
+        return cls(frozen)
+
+    def render(self) -> np.ndarray:
+        return self.decoder.reconstruct()
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +142,12 @@ class ImageUpdate:
     """Codec passes of the whole stream (0 when the stream header is unknown)."""
     manifest: Manifest
     received: tuple[LayerInfo, ...]
-    _snapshot: _Snapshot | None = field(default=None, repr=False)
+    _snapshot: _Snapshot | _ConditionalSnapshot | None = field(default=None, repr=False)
+
+    @property
+    def reference_id(self) -> int | None:
+        """Frame id of the reference the picture is coded against (None: intra)."""
+        return self.manifest.reference_id
 
     @property
     def completed(self) -> bool:
@@ -152,7 +185,9 @@ class ServerCounters:
     stopped: int = 0
     aborted: int = 0
     rejected: int = 0
-    """Sessions this server refused to decode (model, geometry, missing top plane)."""
+    """Sessions this server refused to decode (model, geometry, missing top plane, reference)."""
+    unknown_references: int = 0
+    """Reference-coded sessions refused because the reference they name is not held here."""
     interrupted: int = 0
     decode_errors: int = 0
     updates: int = 0
@@ -173,7 +208,8 @@ class _Record:
     manifest: Manifest
     image_id: str
     header: StreamHeader | None = None
-    decoder: ImageDecoder | None = None
+    decoder: ImageDecoder | ConditionalDecoder | None = None
+    source: ReferenceSource | None = None
     received: list[LayerInfo] = field(default_factory=list)
     bytes: int = 0
     updated_at: float = 0.0
@@ -270,6 +306,8 @@ class Server:
         self.on_update = on_update
         self.counters = ServerCounters()
         self._records: dict[str, _Record] = {}
+        self.references = ReferenceBank(max_devices=self.protocol.config.max_sessions)
+        """Each device's last pictures, for decoding the next ones against them."""
         self._subscribers: list[asyncio.Queue[Any]] = []
         self._queue_size = queue_size
         self._pending: dict[str, ImageUpdate] = {}
@@ -524,13 +562,35 @@ class Server:
                 raise CodecError(f"coded by model {header.model_id:#06x}; this server decodes "
                                  f"{codec.name} ({codec.model_id:#06x})")
             record.header = header
-            record.decoder = codec.decoder(header)
+            if header.condition is None:
+                record.decoder = codec.decoder(header)
+                base = None
+            else:
+                from lpimg.codec.reference import ConditionalDecoder
+
+                frame_id = event.manifest.reference_id
+                assert frame_id is not None  # stream_header checked both keys
+                base = self.references.resolve(event.device, frame_id, header.condition.reference, codec)
+                if base is None:
+                    self._refuse_reference(record, frame_id, header.condition.reference, now)
+                    return
+                record.decoder = ConditionalDecoder(codec, header, base.state)
+            record.source = self.references.begin(event.device, event.session_id, header, base)
         except CodecError as exc:
             self.counters.rejected += 1
             record.stop_why = f"rejected: {exc}"
             self._warn_once("rejected", event.device, "%s: rejecting session %04x: %s",
                             event.device, event.session_id, exc)
             self.protocol.abort(event.device, AbortReason.REJECTED, now)
+
+    def _refuse_reference(self, record: _Record, frame_id: int, digest: bytes, now: float) -> None:
+        self.counters.rejected += 1
+        self.counters.unknown_references += 1
+        record.stop_why = (f"rejected: unknown reference (frame {frame_id:04x}, state {digest.hex()}): "
+                           "the device sends the picture again without it")
+        self._warn_once("reference", record.device, "%s: session %04x %s", record.device,
+                        record.session_id, record.stop_why)
+        self.protocol.abort(record.device, AbortReason.UNKNOWN_REFERENCE, now)
 
     def _layer(self, record: _Record, event: LayerReceived, now: float) -> None:
         record.received.append(LayerInfo(event.index, event.pass_index, event.region, len(event.data), now))
@@ -539,8 +599,11 @@ class Server:
         decoder = record.decoder
         if decoder is None:
             return
+        spec = layer_spec(event.pass_index, event.region)
         try:
-            decoder.apply(layer_spec(event.pass_index, event.region), event.data)
+            decoder.apply(spec, event.data)
+            if record.source is not None:
+                record.source.layers.append((spec, event.data))
         except CodecError as exc:
             self.counters.decode_errors += 1
             record.decoder = None
@@ -588,11 +651,16 @@ class Server:
 
     def _update(self, record: _Record, now: float, *, final: bool = False) -> ImageUpdate:
         decoder = record.decoder
-        snapshot = None
+        snapshot: _Snapshot | _ConditionalSnapshot | None = None
         if decoder is not None:
-            bits = decoder.bitplanes
-            snapshot = _Snapshot(decoder.codec, bits.q.copy(), bits.passes.copy(), bits.top,
-                                 record.geometry[0], record.geometry[1])
+            from lpimg.codec.reference import ConditionalDecoder
+
+            if isinstance(decoder, ConditionalDecoder):
+                snapshot = _ConditionalSnapshot.of(decoder)
+            else:
+                bits = decoder.bitplanes
+                snapshot = _Snapshot(decoder.codec, bits.q.copy(), bits.passes.copy(), bits.top,
+                                     record.geometry[0], record.geometry[1])
         header = record.header
         update = ImageUpdate(
             device=record.device,

@@ -5,6 +5,8 @@ Layout of the store directory::
     session.json             the session: id, MTU, model, geometry, manifest, layer plan, state
     s<id>-<n>.bin            layer n of session <id>, raw bytes, exactly as sent
     s<id>-latents.npy        the picture's latents (int8), so refine requests can be answered
+    reference.bin            a fixed camera's reference state and its frame id (kept between
+                             sessions: the next picture is coded against it)
 
 Every file is written atomically (a temporary file in the same directory, fsync, rename, fsync
 of the directory), and layer files are written before the ``session.json`` that names them, so
@@ -28,7 +30,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +39,9 @@ from lpimg.codec.bitplane import Region as CodecRegion
 from lpimg.errors import LpimgError
 from lpimg.protocol import AddedGroup
 from lpimg.wire import Region as WireRegion
+
+if TYPE_CHECKING:
+    from lpimg.endpoint.references import HeldReference
 
 STORE_VERSION = 1
 
@@ -258,6 +263,33 @@ class DeviceStore:
         self._write({"version": STORE_VERSION, "state": "finished", "session_id": session_id,
                      "reason": reason})
         self._discard_files(keep=None)
+
+    # -- the reference (fixed cameras) ---------------------------------------------------------
+
+    def save_reference(self, reference: HeldReference | None) -> None:
+        """Keep the device's reference state across reboots (None forgets it). Separate from
+        the session file: a finished session leaves the reference its acknowledged layers made."""
+        path = self.path / "reference.bin"
+        if reference is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        atomic_write(path, reference.to_bytes())
+
+    def load_reference(self) -> HeldReference | None:
+        """The stored reference, or None; StoreError if it is unreadable or corrupted."""
+        from lpimg.endpoint.references import HeldReference
+
+        try:
+            blob = (self.path / "reference.bin").read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read the stored reference: {exc}") from exc
+        try:
+            return HeldReference.from_bytes(blob)
+        except LpimgError as exc:
+            raise StoreError(f"the stored reference is unusable: {exc}") from exc
 
     def _write(self, doc: dict[str, Any]) -> None:
         atomic_write(self._file, json.dumps(doc, indent=1).encode())

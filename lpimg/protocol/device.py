@@ -219,6 +219,7 @@ class DeviceSession:
         except WireError as error:
             raise ProtocolError(f"cannot describe the session: {error}") from error
         self._check_header(header)
+        self._names_reference = descriptor.manifest.reference_hash is not None
         first_size = layout.first_fragment_size(
             self._fragment_size, len(header) + _records_size(initial)
         )
@@ -328,7 +329,8 @@ class DeviceSession:
 
     @property
     def acknowledged_layers(self) -> int:
-        """Layers the server has reported verified."""
+        """Layers the server has reported verified: by LAYER_COMPLETE, or by an ACK whose
+        ``next`` lies past their records (spec 6.3)."""
         return self._verified
 
     @property
@@ -619,6 +621,25 @@ class DeviceSession:
         if self._acked_count > self._acked_high:
             self._acked_high = self._acked_count
             self._polls_stalled = 0
+        self._note_delivered(next_index)
+
+    def _note_delivered(self, next_index: int) -> None:
+        """Every layer whose record ends below an ACK's ``next`` was verified and delivered.
+
+        A server processes a record as soon as all its bytes are held, and discards the
+        fragments of one that fails its CRC before it answers (spec 7.3), so holding them all
+        means the layer verified. A device knowing this needs no LAYER_COMPLETE per layer to
+        tell which prefix of a picture the server has: what a fixed camera's next reference is
+        made of (a session stopped before its end gets no LAYER_COMPLETE at all).
+        """
+        count = self._verified
+        ends = self._layer_end
+        while count < len(ends) and ends[count] < next_index:
+            count += 1
+        if count > self._verified:
+            self._verified = count
+            self._polls_stalled = 0
+            self._events.append(LayersAcknowledged(self.session_id, count))
 
     def _set_acked(self, index: int) -> None:
         self._high = max(self._high, index)
@@ -660,6 +681,10 @@ class DeviceSession:
         self._refine_deadline = None
 
     def _on_server_abort(self, reason: AbortReason, now: float) -> None:
+        if reason == AbortReason.UNKNOWN_REFERENCE and not self._names_reference:
+            # Meant for an earlier session that named one (frames carry no session id): the
+            # server does not know this session, whose start it missed (spec 10.1).
+            reason = AbortReason.UNKNOWN_SESSION
         if reason == AbortReason.UNKNOWN_SESSION:
             if not self._heard_state and (
                 self._need_start

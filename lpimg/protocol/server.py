@@ -50,6 +50,7 @@ from lpimg.wire import (
     StartFrame,
     StopFrame,
     build_downlink,
+    crc32,
     parse_uplink,
 )
 
@@ -90,6 +91,9 @@ class _Session:
     """The device aborted the session itself, so it needs no notice."""
     window_open: bool = False
     requested: bool = False
+    fingerprints: bytearray = field(default_factory=bytearray)
+    """16 bits per fragment index the session held (0: none), so a finished session can tell
+    its own late fragments from a new session's whose start was lost (7.2)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,18 @@ class ServerProtocol:
             self.stats.unknown_session += 1
             if not isinstance(frame, DeviceAbortFrame):
                 self._reply(device, ServerAbortFrame(AbortReason.UNKNOWN_SESSION))
+            return
+        if (
+            isinstance(frame, DataFrame)
+            and session.state is not SessionState.ACTIVE
+            and _contradicts(session, frame.index, frame.payload)
+        ):
+            # Not a fragment of the finished session, which held other bytes there: the
+            # device's next session, whose start was lost. Answered as "unknown session" so the
+            # device sends its start again, instead of the old session's end (frames carry no
+            # session id), which would make it believe the server had its new picture.
+            self.stats.unknown_session += 1
+            self._reply(device, ServerAbortFrame(AbortReason.UNKNOWN_SESSION))
             return
         session.last_activity = now
         session.window_open = True
@@ -320,6 +336,7 @@ class ServerProtocol:
         elif added is Added.BAD_LENGTH:
             self.stats.bad_length += 1
         else:
+            _remember(session, frame.index, frame.payload)
             self._absorb(session, reassembler.advance(), session.last_activity)
 
     def _absorb(self, session: _Session, outcomes: list[Outcome], now: float) -> None:
@@ -460,3 +477,26 @@ class ServerProtocol:
         self._replies.move_to_end(device)
         while len(self._replies) > self.config.max_sessions:
             self._replies.popitem(last=False)
+
+
+def _fingerprint(payload: bytes) -> int:
+    """16 bits of a fragment's CRC-32, never 0 (0 marks an index never held)."""
+    return (crc32(payload) & 0xFFFF) or 1
+
+
+def _remember(session: _Session, index: int, payload: bytes) -> None:
+    prints = session.fingerprints
+    end = 2 * (index + 1)
+    if len(prints) < end:
+        prints.extend(bytes(end - len(prints)))
+    prints[end - 2 : end] = _fingerprint(payload).to_bytes(2, "big")
+
+
+def _contradicts(session: _Session, index: int, payload: bytes) -> bool:
+    """Whether the session held fragment ``index`` with other bytes (a device never changes a
+    fragment of its stream, so such a frame belongs to another session)."""
+    prints = session.fingerprints
+    if 2 * (index + 1) > len(prints):
+        return False
+    held = int.from_bytes(prints[2 * index : 2 * index + 2], "big")
+    return held != 0 and held != _fingerprint(payload)

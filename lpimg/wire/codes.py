@@ -36,7 +36,7 @@ LATENT_UNIT_PIXELS = 16
 class AbortReason(IntEnum):
     """Why a session ended without delivering everything (4 bits in either abort frame).
 
-    Values 12-15 are reserved; a receiver MUST treat them as ``UNSPECIFIED``.
+    Values 13-15 are reserved; a receiver MUST treat them as ``UNSPECIFIED``.
     """
 
     UNSPECIFIED = 0
@@ -58,6 +58,10 @@ class AbortReason(IntEnum):
     """Layers kept failing their CRC after retransmission."""
     MALFORMED = 11
     """A session descriptor or group header was well framed but meaningless."""
+    UNKNOWN_REFERENCE = 12
+    """The session is coded against a reference the server does not hold: none under that
+    reference frame id, or one whose hash differs. The device codes the picture again without a
+    reference (intra) in a new session; it never gets a picture decoded against the wrong state."""
 
     @classmethod
     def from_code(cls, code: int) -> AbortReason:
