@@ -461,10 +461,13 @@ class Server:
         protocol = self.protocol
         now = self._now()
         malformed = protocol.stats.malformed
+        limited = dict(protocol.stats.limit_rejections)
         protocol.receive_frame(device, frame, now)
         if protocol.stats.malformed > malformed:
             counters.malformed += 1
             self._warn_once("malformed", device, "malformed uplink from %r: %s", device, frame[:16].hex())
+        if protocol.stats.limit_rejections != limited:
+            self._warn_limits(device, limited)
         self._process(now)
         answer = protocol.next_frame(device, now)
         self._process(now)  # the answer may complete the session
@@ -477,6 +480,13 @@ class Server:
             except LinkError as exc:
                 counters.send_failures += 1
                 self._warn_once("send", device, "cannot answer %r: %s", device, exc)
+
+    def _warn_limits(self, device: str, before: dict[str, int]) -> None:
+        """Log a resource bound's refusal once per cause and device (all are counted in
+        ``protocol.stats.limit_rejections``)."""
+        for cause, count in self.protocol.stats.limit_rejections.items():
+            if count > before.get(cause, 0):
+                self._warn_once(f"limit:{cause}", device, "%r: refused by the server's %s", device, cause)
 
     # -- events ------------------------------------------------------------------------------
 
