@@ -114,14 +114,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with open_server_link(args.link) as link:
+            # Files are written in on_update, which runs before the server commits its state and
+            # answers the device: a picture the device was told is complete is on disk, even if
+            # this process is killed the next instant.
             server = Server(link, model=args.model, config=_config(args), policies=policies,
                             devices=devices, state=args.state, state_sync=args.state_sync,
-                            decode=not args.no_decode)
+                            decode=not args.no_decode, on_update=lambda update: write_update(out, update))
             updates = server.updates()
             async with server:
                 print(f"serving {args.link}, writing to {out}", flush=True)
                 async for update in updates:
-                    write_update(out, update)
                     state = update.reason if update.final else "receiving"
                     print(f"{update.device}/{update.image_id}: {update.layers} layers, "
                           f"{update.bytes} bytes ({state})", flush=True)

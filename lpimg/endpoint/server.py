@@ -468,11 +468,12 @@ class Server:
             self._warn_once("malformed", device, "malformed uplink from %r: %s", device, frame[:16].hex())
         if protocol.stats.limit_rejections != limited:
             self._warn_limits(device, limited)
+        elif protocol.stats.malformed == malformed:
+            self._dirty.add(device)  # dropped frames change nothing: no write, no fsync
         self._process(now)
         answer = protocol.next_frame(device, now)
         self._process(now)  # the answer may complete the session
         self._publish()
-        self._dirty.add(device)
         self._persist()  # committed before the answer: nothing acknowledged is ever lost
         if answer is not None:
             try:
@@ -738,15 +739,21 @@ class Server:
         devices, self._dirty = self._dirty, set()
         if everything:
             devices |= store.devices() | set(protocol.devices())
+        if not devices:
+            return
         offset = self._clock_offset()
 
         def to_wall(value: float) -> float:
             return value + offset
 
+        stored = store.devices()
+        wrote = False
         for device in devices:
             snapshot = protocol.export_session(device)
             if snapshot is None:
-                store.forget(device)
+                if device in stored:
+                    store.forget(device)
+                    wrote = True
                 continue
             record = self._records.get(device)
             app = None
@@ -762,8 +769,10 @@ class Server:
                     "stop_why": record.stop_why,
                 }
             store.save(snapshot, app, to_wall)
-        store.commit()
-        self.counters.state_commits += 1
+            wrote = True
+        if wrote:
+            store.commit()
+            self.counters.state_commits += 1
 
     def _restore(self) -> None:
         """Take back the sessions of the state file (once, when the server starts)."""
@@ -776,6 +785,7 @@ class Server:
         def from_wall(value: float) -> float:
             return value - offset
 
+        restored: list[_Record] = []
         for stored in list(store.load(from_wall)):
             device = stored.snapshot.device
             try:
@@ -786,12 +796,17 @@ class Server:
                 continue
             self.counters.sessions_restored += 1
             if stored.app is not None:
-                self._restore_record(stored, from_wall)
+                record = self._restore_record(stored, from_wall)
+                if record is not None:
+                    restored.append(record)
         store.commit()
         if self.counters.sessions_restored:
-            log.info("restored %d sessions from %s", self.counters.sessions_restored, store.path)
+            log.info("restored %d sessions (%d described) from %s", self.counters.sessions_restored,
+                     len(restored), store.path)
 
-    def _restore_record(self, stored: StoredServerSession, from_wall: Callable[[float], float]) -> None:
+    def _restore_record(
+        self, stored: StoredServerSession, from_wall: Callable[[float], float]
+    ) -> _Record | None:
         snapshot, app = stored.snapshot, stored.app
         assert app is not None
         try:
@@ -811,7 +826,7 @@ class Server:
         except (KeyError, TypeError, ValueError, LpimgError) as exc:
             log.warning("%s: the stored view of session %04x is unreadable (%s); its layers are "
                         "still received but not decoded", snapshot.device, snapshot.session_id, exc)
-            return
+            return None
         record.received = [
             LayerInfo(layer.index, layer.pass_index, layer.region, layer.size, from_wall(layer.at))
             for layer in stored.layers
@@ -819,7 +834,7 @@ class Server:
         record.bytes = sum(layer.size for layer in stored.layers)
         self._records[record.device] = record
         if not self.decode or not record.active:
-            return
+            return record
         try:
             header = stream_header(record.model_id, record.geometry, record.manifest)
             decoder = self.codec.decoder(header)
@@ -830,9 +845,10 @@ class Server:
         except CodecError as exc:
             log.warning("%s: cannot decode restored session %04x again: %s", record.device,
                         record.session_id, exc)
-            return
+            return record
         record.header = header
         record.decoder = decoder
+        return record
 
     def _interrupt_all(self, why: str) -> None:
         now = self._now()
