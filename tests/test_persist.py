@@ -8,14 +8,19 @@ instant for a crash: the state is on disk but the device never heard the answer)
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from lpimg.bench.crash import _Header
+from lpimg.endpoint import Server
+from lpimg.endpoint.coding import with_top_plane
 from lpimg.endpoint.persist import ServerStore, StateError, StoredLayer
 from lpimg.errors import ProtocolError
+from lpimg.link.base import ServerLink
 from lpimg.protocol import (
     DeviceSession,
     LayerReceived,
@@ -265,3 +270,86 @@ def test_damaged_state_is_refused_not_trusted(tmp_path: Path) -> None:
     (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StateError, match="cannot open"):
         ServerStore(tmp_path / "junk.db")
+
+
+# -- the endpoint: Server(state=...) --------------------------------------------------------
+
+
+class QueueLink(ServerLink):
+    """An in-memory server link: the test plays the device and sees every answer."""
+
+    def __init__(self) -> None:
+        self.mtu = 242
+        self.inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.sent: list[tuple[str, bytes]] = []
+        self.idle = asyncio.Event()
+
+    async def send(self, device: str, frame: bytes) -> None:
+        self.sent.append((device, frame))
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def recv(self) -> tuple[str, bytes]:
+        if self.inbox.empty():
+            self.idle.set()
+        item = await self.inbox.get()
+        self.idle.clear()
+        return item
+
+    async def deliver(self, device: str, frame: bytes) -> bytes | None:
+        """Hand one uplink to the server; its answer, once it has handled it."""
+        count = len(self.sent)
+        self.idle.clear()
+        await self.inbox.put((device, frame))
+        await self.idle.wait()
+        return self.sent[count][1] if len(self.sent) > count else None
+
+
+def test_the_server_endpoint_resumes_from_its_state_file(tmp_path: Path) -> None:
+    layers = layers_of(200, 300, 150, seed=8)
+    config = ProtocolConfig(window=8)
+    header = _Header(0x7E57, 64, 48, 5)
+
+    async def main() -> None:
+        device = DeviceSession(0x0A0B, layers, mtu=40, now=0.0, model_id=header.model_id,
+                               geometry=(64, 48), manifest=with_top_plane(None, 5), config=config)
+        first = Server(QueueLink(), decode=False, config=config, state=tmp_path / "state.db")
+        first.start()
+        for _ in range(12):
+            answer = await first.link.deliver("cam", device.next_frame(0.0) or b"")  # type: ignore[attr-defined]
+            if answer is not None:
+                device.receive_frame(answer, 0.0)
+        commits = first.counters.state_commits
+        for frame in (b"\xff\xff", b"\x00", b"\x01"):  # malformed: counted, never written
+            await first.link.deliver("cam", frame)  # type: ignore[attr-defined]
+            await first.link.deliver("stranger", frame)  # type: ignore[attr-defined]
+        assert first.counters.state_commits == commits and first.counters.malformed == 6
+        held = first.session("cam").latest
+        assert held is not None and held.layers >= 1
+        first._task.cancel()  # type: ignore[union-attr]  # a crash: nothing more is written
+        second = Server(QueueLink(), decode=False, config=config, state=tmp_path / "state.db")
+        updates = second.updates()
+        async with second:
+            assert second.counters.sessions_restored == 1
+            assert second.session("cam").active and second.session("cam").latest is None
+            now = 1.0
+            while not device.finished:
+                frame = device.next_frame(now)
+                if frame is None:
+                    now = device.get_timer() or now
+                    device.handle_timer(now)
+                    continue
+                answer = await second.link.deliver("cam", frame)  # type: ignore[attr-defined]
+                if answer is not None:
+                    device.receive_frame(answer, now)
+                now += 1.0
+            final = await second.session("cam").wait()
+        seen = [update async for update in updates]
+        assert device.reason == "complete" and device.stats.acknowledged_resent == 0
+        assert final.reason == "complete" and final.layers == 3 and final.bytes == 650
+        assert [layer.size for layer in final.received] == [200, 300, 150]
+        assert final.received[0].at == pytest.approx(held.received[0].at, abs=1.0)
+        assert seen[-1] is final
+
+    asyncio.run(main())

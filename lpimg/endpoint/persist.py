@@ -279,6 +279,10 @@ class ServerStore:
         self._held.pop(device, None)
         self._ids.pop(device, None)
 
+    def holds(self, device: str) -> bool:
+        """Whether ``device`` has a stored session (as last saved or loaded by this process)."""
+        return device in self._ids
+
     def devices(self) -> set[str]:
         """Devices with a stored session (as last saved or loaded by this process)."""
         return set(self._ids)

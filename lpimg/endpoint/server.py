@@ -746,12 +746,11 @@ class Server:
         def to_wall(value: float) -> float:
             return value + offset
 
-        stored = store.devices()
         wrote = False
         for device in devices:
             snapshot = protocol.export_session(device)
             if snapshot is None:
-                if device in stored:
+                if store.holds(device):
                     store.forget(device)
                     wrote = True
                 continue
