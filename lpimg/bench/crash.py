@@ -5,8 +5,9 @@ a fragment the server had acknowledged. Repeated ``--runs`` times (target: every
 Each run: a fresh ``lpimg serve --state FILE --no-decode`` process on an MQTT broker (a
 ``mosquitto`` this benchmark starts on a free loopback port, or ``--broker``); a device in this
 process sends ``--layers`` random layers through it; after the server has reported a randomly
-chosen number of layers (and a random few milliseconds more) it is killed, then restarted at
-once on the same file (``--kills`` times per run). A run passes when
+chosen number of layers (1 to ``--layers`` - 2, so a whole layer is still to come, and a random
+0-20 ms more) it is killed, then restarted at once on the same file (``--kills`` times per run).
+A run passes when
 
 - the device ends "complete", was never told "unknown session" (it would then start over) and
   sent no fragment again that the server had reported held (``acknowledged_resent`` = 0);
@@ -195,10 +196,11 @@ async def _one_run(number: int, args: argparse.Namespace, broker: str, folder: P
             device = Device(link, config=config, pacing=Pacing(min_interval=args.interval))
             sending = asyncio.create_task(device.send_encoded(encoded, timeout=args.timeout))
             reached = 0
+            last = args.layers - 1  # kill after at most layers - 2: a whole layer is still to come
             for _ in range(args.kills):
-                if reached + 1 >= args.layers:
+                if reached + 1 >= last:
                     break  # the transfer is too far along for another kill before its end
-                target = rng.randrange(reached + 1, args.layers)
+                target = rng.randrange(reached + 1, last)
                 line = await server.wait_for(
                     lambda line, target=target: (_layers_line(device_id, line) or 0) >= target
                     or (line.startswith(device_id + "/") and "(receiving)" not in line),
@@ -206,7 +208,7 @@ async def _one_run(number: int, args: argparse.Namespace, broker: str, folder: P
                 if "(receiving)" not in line:
                     break  # the last layers came in one go: the session ended before this kill
                 reached = _layers_line(device_id, line) or target
-                await asyncio.sleep(rng.uniform(0.0, 0.05))
+                await asyncio.sleep(rng.uniform(0.0, 0.02))
                 killed_mid_transfer = killed_mid_transfer and not sending.done()
                 await server.kill()
                 kills += 1
@@ -305,8 +307,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    if args.runs < 1 or args.layers < 2 or args.kills < 1:
-        raise LpimgError("--runs and --kills must be >= 1 and --layers >= 2")
+    if args.runs < 1 or args.layers < 3 or args.kills < 1:
+        raise LpimgError("--runs and --kills must be >= 1 and --layers >= 3")
     report = asyncio.run(run_crash(args))
     if args.json:
         print(json.dumps(report, indent=1))
