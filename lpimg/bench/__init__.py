@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ["rd", "exact", "fixedcam", "fixedlink", "link", "wire"]
+BENCHMARKS = ["rd", "exact", "fixedcam", "fixedlink", "link", "wire", "crash"]
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:

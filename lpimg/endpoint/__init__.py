@@ -17,6 +17,7 @@ does not import torch; the codec is loaded when a device encodes or a server dec
 from lpimg.endpoint import sim as _sim
 from lpimg.endpoint.coding import TOP_PLANE_KEY, EncodedImage, encode_image
 from lpimg.endpoint.device import Device, DeviceResult, Pacing
+from lpimg.endpoint.persist import ServerStore, StateError
 from lpimg.endpoint.policies import (
     Action,
     ByteBudget,
@@ -52,11 +53,13 @@ __all__ = [
     "RefineRegion",
     "Server",
     "ServerCounters",
+    "ServerStore",
     "SessionHandle",
     "SimDeviceLink",
     "SimNetwork",
     "SimRadioStats",
     "SimServerLink",
+    "StateError",
     "Stop",
     "StoreError",
     "TargetQuality",

@@ -38,7 +38,22 @@ def _config(args: argparse.Namespace) -> Any:
         values["ack_timeout"] = args.ack_timeout
     if getattr(args, "idle_timeout", None) is not None:
         values["idle_timeout"] = args.idle_timeout
+    for name in _LIMITS:
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
     return ProtocolConfig(**values)
+
+
+_LIMITS = {
+    "max_sessions": (int, "sessions held at once, finished ones included"),
+    "max_active_sessions": (int, "sessions received at once; more starts get ABORT(SERVER_FULL)"),
+    "max_session_buffer": (int, "bytes one session may buffer"),
+    "max_total_buffer": (int, "bytes all sessions together may buffer (reserved per session)"),
+    "start_timeout": (float, "seconds a session may go without a verified descriptor"),
+    "rate_limit": (float, "frames per second one device may send (token bucket; default none)"),
+    "rate_burst": (int, "frames a device may send at once before --rate-limit applies"),
+}
+"""Server resource bounds settable from ``lpimg serve`` (ProtocolConfig fields, spec 7.7)."""
 
 
 def _logging(args: argparse.Namespace) -> None:
@@ -76,7 +91,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
     line = (f"{args.device}: session {result.session_id:04x}: {result.reason}; "
             f"{result.layers_acknowledged}/{result.layers} layers acknowledged, "
             f"{result.layer_bytes} layer bytes, {result.stats.uplinks} uplinks "
-            f"({result.stats.retransmissions} retransmissions), {result.stats.downlinks} downlinks"
+            f"({result.stats.retransmissions} retransmissions, "
+            f"{result.stats.acknowledged_resent} of acknowledged fragments), "
+            f"{result.stats.downlinks} downlinks"
             f"{', resumed' if result.resumed else ''}"
             f"{_reference_note(result) if args.reference == 'auto' else ''}")
     if result.completed:
@@ -111,13 +128,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with open_server_link(args.link) as link:
+            # Files are written in on_update, which runs before the server commits its state and
+            # answers the device: a picture the device was told is complete is on disk, even if
+            # this process is killed the next instant.
             server = Server(link, model=args.model, config=_config(args), policies=policies,
-                            devices=devices)
+                            devices=devices, state=args.state, state_sync=args.state_sync,
+                            decode=not args.no_decode, on_update=lambda update: write_update(out, update))
             updates = server.updates()
             async with server:
                 print(f"serving {args.link}, writing to {out}", flush=True)
                 async for update in updates:
-                    write_update(out, update)
                     state = update.reason if update.final else "receiving"
                     print(f"{update.device}/{update.image_id}: {update.layers} layers, "
                           f"{update.bytes} bytes ({state})", flush=True)
@@ -258,6 +278,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ack-timeout", type=float, default=None)
     p.add_argument("--idle-timeout", type=float, default=None,
                    help="seconds of silence after which a session is abandoned")
+    p.add_argument("--state", default=None, metavar="PATH",
+                   help="SQLite state file: sessions survive a crash and resume on restart")
+    p.add_argument("--state-sync", choices=("full", "normal"), default="full",
+                   help="full: each commit survives a power cut; normal: only a process crash")
+    p.add_argument("--no-decode", action="store_true",
+                   help="only reassemble (report layers and bytes; write no pictures)")
+    for name, (kind, text) in _LIMITS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_serve)
 

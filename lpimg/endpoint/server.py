@@ -39,11 +39,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lpimg.endpoint.coding import layer_spec, stream_header
+from lpimg.endpoint.persist import ServerStore, StoredLayer, StoredServerSession
 from lpimg.endpoint.policies import Action, Policy, Refine, Stop
 from lpimg.endpoint.references import ReferenceBank, ReferenceSource
 from lpimg.endpoint.sim import SimServerLink
@@ -61,7 +63,7 @@ from lpimg.protocol import (
     SessionStarted,
     Stopped,
 )
-from lpimg.wire import AbortReason, Manifest, Region
+from lpimg.wire import AbortReason, Manifest, Region, decode_manifest, encode_manifest
 
 if TYPE_CHECKING:
     from lpimg.codec.pipeline import ImageDecoder, LearnedCodec, StreamHeader
@@ -196,6 +198,10 @@ class ServerCounters:
     send_failures: int = 0
     internal_errors: int = 0
     """Uplinks whose handling raised (a bug): logged with a traceback, and the server goes on."""
+    sessions_restored: int = 0
+    """Sessions taken back from the state file when the server started."""
+    state_commits: int = 0
+    """Transactions written to the state file (one per uplink that was answered or changed)."""
 
 
 @dataclass
@@ -281,6 +287,10 @@ class Server:
     server only reassembles and reports layers and bytes. ``devices`` restricts which device
     ids are served (a collection or a predicate). ``policies`` are applied to every update of
     an active session, in order. ``on_update`` is called for every published update.
+    ``state`` (a path or a :class:`~lpimg.endpoint.persist.ServerStore`) makes sessions survive
+    a crash: every change is committed to that SQLite file before the answer is sent, and a
+    server started on the same file resumes where the last one stood (``state_sync="normal"``
+    trades durability across a power cut for less disk traffic).
     """
 
     def __init__(
@@ -295,6 +305,8 @@ class Server:
         devices: Collection[str] | Callable[[str], bool] | None = None,
         on_update: Callable[[ImageUpdate], None] | None = None,
         queue_size: int = 1024,
+        state: str | Path | ServerStore | None = None,
+        state_sync: str = "full",
     ) -> None:
         self.link = link
         self._codec = codec
@@ -317,6 +329,14 @@ class Server:
         self._processing = False
         self.error: LinkError | None = None
         """Why :meth:`run` stopped, when its link broke for good."""
+        self._owns_store = state is not None and not isinstance(state, ServerStore)
+        self.store: ServerStore | None = (
+            state if isinstance(state, ServerStore) or state is None
+            else ServerStore(state, synchronous="normal" if state_sync == "normal" else "full")
+        )
+        self._dirty: set[str] = set()
+        self._evicted = 0
+        self._restored = False
 
     # -- clock, codec, logging ---------------------------------------------------------------
 
@@ -360,6 +380,7 @@ class Server:
 
     def start(self) -> asyncio.Task[None]:
         """Run :meth:`run` as a background task (what ``async with`` does)."""
+        self._restore()
         if self._task is None:
             self._task = asyncio.create_task(self.run(), name="lpimg server")
         return self._task
@@ -375,6 +396,9 @@ class Server:
         if not self._closed:
             self._interrupt_all("server closed")
             self._end_subscribers()
+        if self.store is not None and self._owns_store:
+            self.store.close()
+            self.store = None
 
     def updates(self) -> AsyncIterator[ImageUpdate]:
         """Every update published from now on, until the server closes. Each caller gets its
@@ -417,6 +441,7 @@ class Server:
         link = self.link
         protocol = self.protocol
         why = "server closed"
+        self._restore()
         try:
             while True:
                 now = self._now()
@@ -425,6 +450,7 @@ class Server:
                     protocol.handle_timer(now)
                     self._process(now)
                     self._publish()
+                    self._persist(everything=True)
                     continue
                 timeout = None if deadline is None else deadline - now
                 try:
@@ -473,20 +499,33 @@ class Server:
         protocol = self.protocol
         now = self._now()
         malformed = protocol.stats.malformed
+        limited = dict(protocol.stats.limit_rejections)
         protocol.receive_frame(device, frame, now)
         if protocol.stats.malformed > malformed:
             counters.malformed += 1
             self._warn_once("malformed", device, "malformed uplink from %r: %s", device, frame[:16].hex())
+        if protocol.stats.limit_rejections != limited:
+            self._warn_limits(device, limited)
+        elif protocol.stats.malformed == malformed:
+            self._dirty.add(device)  # dropped frames change nothing: no write, no fsync
         self._process(now)
         answer = protocol.next_frame(device, now)
         self._process(now)  # the answer may complete the session
         self._publish()
+        self._persist()  # committed before the answer: nothing acknowledged is ever lost
         if answer is not None:
             try:
                 await self.link.send(device, answer)
             except LinkError as exc:
                 counters.send_failures += 1
                 self._warn_once("send", device, "cannot answer %r: %s", device, exc)
+
+    def _warn_limits(self, device: str, before: dict[str, int]) -> None:
+        """Log a resource bound's refusal once per cause and device (all are counted in
+        ``protocol.stats.limit_rejections``)."""
+        for cause, count in self.protocol.stats.limit_rejections.items():
+            if count > before.get(cause, 0):
+                self._warn_once(f"limit:{cause}", device, "%r: refused by the server's %s", device, cause)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -508,6 +547,9 @@ class Server:
                             self._update(record, now)
                     continue
                 record = self._record_for(event)
+                device = getattr(event, "device", None)
+                if device is not None:
+                    self._dirty.add(device)
                 if isinstance(event, SessionStarted):
                     self._started(event, now)
                 elif isinstance(event, LayerReceived):
@@ -596,6 +638,9 @@ class Server:
         record.received.append(LayerInfo(event.index, event.pass_index, event.region, len(event.data), now))
         record.bytes += len(event.data)
         record.updated_at = now
+        if self.store is not None:
+            self.store.add_layer(record.device, record.session_id, StoredLayer(
+                event.index, event.pass_index, event.region, self._wall(now), len(event.data), event.data))
         decoder = record.decoder
         if decoder is None:
             return
@@ -722,6 +767,8 @@ class Server:
         if not self._processing:  # called by the application: report the end at once
             self._process(now)
             self._publish()
+            self._dirty.add(record.device)
+            self._persist()
 
     def _refine(self, record: _Record, request: Refine) -> None:
         if not record.active:
@@ -733,6 +780,142 @@ class Server:
             return
         log.info("%s: asked for passes up to %d over %s", record.device, request.pass_index,
                  request.region or "the whole image")
+        self._dirty.add(record.device)
+        if not self._processing:
+            self._persist()
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def _clock_offset(self) -> float:
+        """Unix time minus this server's clock (0 for sim://, whose virtual clock goes on)."""
+        if isinstance(self.link, SimServerLink):
+            return 0.0
+        return time.time() - self._now()
+
+    def _wall(self, now: float) -> float:
+        return now + self._clock_offset()
+
+    def _persist(self, *, everything: bool = False) -> None:
+        """Write every session changed since the last call, then commit (one transaction)."""
+        store = self.store
+        if store is None:
+            return
+        protocol = self.protocol
+        if protocol.stats.sessions_evicted != self._evicted:
+            self._evicted = protocol.stats.sessions_evicted
+            everything = True
+        devices, self._dirty = self._dirty, set()
+        if everything:
+            devices |= store.devices() | set(protocol.devices())
+        if not devices:
+            return
+        offset = self._clock_offset()
+
+        def to_wall(value: float) -> float:
+            return value + offset
+
+        wrote = False
+        for device in devices:
+            snapshot = protocol.export_session(device)
+            if snapshot is None:
+                if store.holds(device):
+                    store.forget(device)
+                    wrote = True
+                continue
+            record = self._records.get(device)
+            app = None
+            if record is not None and record.session_id == snapshot.session_id:
+                app = {
+                    "started_at": to_wall(record.started_at),
+                    "updated_at": to_wall(record.updated_at),
+                    "model_id": record.model_id,
+                    "geometry": list(record.geometry),
+                    "manifest": encode_manifest(record.manifest).hex(),
+                    "image_id": record.image_id,
+                    "reason": record.reason,
+                    "stop_why": record.stop_why,
+                }
+            store.save(snapshot, app, to_wall)
+            wrote = True
+        if wrote:
+            store.commit()
+            self.counters.state_commits += 1
+
+    def _restore(self) -> None:
+        """Take back the sessions of the state file (once, when the server starts)."""
+        store = self.store
+        if store is None or self._restored:
+            return
+        self._restored = True
+        offset = self._clock_offset()
+
+        def from_wall(value: float) -> float:
+            return value - offset
+
+        restored: list[_Record] = []
+        for stored in list(store.load(from_wall)):
+            device = stored.snapshot.device
+            try:
+                self.protocol.restore_session(stored.snapshot)
+            except ProtocolError as exc:
+                log.warning("%s: dropping a stored session that cannot be restored: %s", device, exc)
+                store.forget(device)
+                continue
+            self.counters.sessions_restored += 1
+            if stored.app is not None:
+                record = self._restore_record(stored, from_wall)
+                if record is not None:
+                    restored.append(record)
+        store.commit()
+        if self.counters.sessions_restored:
+            log.info("restored %d sessions (%d described) from %s", self.counters.sessions_restored,
+                     len(restored), store.path)
+
+    def _restore_record(
+        self, stored: StoredServerSession, from_wall: Callable[[float], float]
+    ) -> _Record | None:
+        snapshot, app = stored.snapshot, stored.app
+        assert app is not None
+        try:
+            manifest = decode_manifest(bytes.fromhex(app["manifest"]))
+            record = _Record(
+                device=snapshot.device,
+                session_id=snapshot.session_id,
+                started_at=from_wall(float(app["started_at"])),
+                updated_at=from_wall(float(app["updated_at"])),
+                model_id=int(app["model_id"]),
+                geometry=(int(app["geometry"][0]), int(app["geometry"][1])),
+                manifest=manifest,
+                image_id=str(app["image_id"]),
+                reason=app["reason"],
+                stop_why=app["stop_why"],
+            )
+        except (KeyError, TypeError, ValueError, LpimgError) as exc:
+            log.warning("%s: the stored view of session %04x is unreadable (%s); its layers are "
+                        "still received but not decoded", snapshot.device, snapshot.session_id, exc)
+            return None
+        record.received = [
+            LayerInfo(layer.index, layer.pass_index, layer.region, layer.size, from_wall(layer.at))
+            for layer in stored.layers
+        ]
+        record.bytes = sum(layer.size for layer in stored.layers)
+        self._records[record.device] = record
+        if not self.decode or not record.active:
+            return record
+        try:
+            header = stream_header(record.model_id, record.geometry, record.manifest)
+            decoder = self.codec.decoder(header)
+            for layer in stored.layers:
+                if layer.data is None:
+                    raise CodecError(f"layer {layer.index} is not stored")
+                decoder.apply(layer_spec(layer.pass_index, layer.region), layer.data)
+        except CodecError as exc:
+            log.warning("%s: cannot decode restored session %04x again: %s", record.device,
+                        record.session_id, exc)
+            return record
+        record.header = header
+        record.decoder = decoder
+        return record
 
     def _interrupt_all(self, why: str) -> None:
         now = self._now()

@@ -78,6 +78,27 @@ class ProtocolConfig:
     downlink_mtu: int = 51
     """Largest downlink payload; only the ACK bitmap can grow, and is truncated to fit."""
 
+    # -- server resource bounds (see spec section 7.7) -------------------------------------
+    max_active_sessions: int = 1024
+    """Sessions being received at once; a start beyond it is answered ABORT(SERVER_FULL) and
+    the sessions already running are served as before."""
+    max_session_buffer: int = 192 * 1024
+    """Bytes one session may buffer. A start whose F, or a header whose largest layer record,
+    could need more (the record plus 66 fragments) is refused with LIMIT_EXCEEDED, so a session
+    admitted can always finish. The default admits every layer ``max_layer_bytes`` allows."""
+    max_total_buffer: int = 128 << 20
+    """Bytes all sessions together may buffer. Each admitted session reserves what it may need
+    (the lesser of ``max_session_buffer`` and its worst case at its F) until it ends; a start
+    that does not fit is answered ABORT(SERVER_FULL), so established sessions never starve."""
+    start_timeout: float = 6 * 3600.0
+    """Seconds an active session may go without a verified descriptor before it is dropped
+    (aborted, IDLE_TIMEOUT): a start that leads nowhere does not hold a slot for days."""
+    rate_limit: float | None = None
+    """Frames per second one device address may send (a token bucket of ``rate_burst``
+    frames); frames over it are dropped unread and unanswered. None: no limit."""
+    rate_burst: int = 64
+    """Frames a device may send at once before ``rate_limit`` applies."""
+
     def __post_init__(self) -> None:
         checks = {
             "window": 1 <= self.window <= RECEIVE_SPAN,
@@ -98,10 +119,27 @@ class ProtocolConfig:
             "idle_timeout": self.idle_timeout > 0,
             "finished_retention": self.finished_retention >= 0,
             "downlink_mtu": self.downlink_mtu >= 3,
+            "max_active_sessions": self.max_active_sessions >= 1,
+            "max_session_buffer": self.max_session_buffer
+            >= self.buffer_need(MIN_FRAGMENT_SIZE, self.max_header_bytes + 8),
+            "max_total_buffer": self.max_total_buffer >= 1,
+            "start_timeout": self.start_timeout > 0,
+            "rate_limit": self.rate_limit is None or self.rate_limit > 0,
+            "rate_burst": self.rate_burst >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid ProtocolConfig value(s): {', '.join(bad)}")
+
+    @staticmethod
+    def buffer_need(fragment_size: int, record: int) -> int:
+        """Most bytes a server buffers for a record of ``record`` bytes at fragment size F: the
+        record, the fragment it shares with the previous one, and the out-of-order span."""
+        return record + fragment_size * (RECEIVE_SPAN + 2)
+
+    def session_reservation(self, fragment_size: int) -> int:
+        """What an admitted session reserves of ``max_total_buffer``."""
+        return min(self.max_session_buffer, self.session_memory_bound(fragment_size))
 
     def session_memory_bound(self, fragment_size: int) -> int:
         """Most payload bytes a server holds for one session: the record being reassembled,

@@ -169,6 +169,8 @@ class DeviceSession:
         self._payloads: list[bytes] = []
         self._state: list[int] = []
         self._attempts: list[int] = []
+        self._ever_acked: list[bool] = []
+        """Fragments the server has reported held at least once (kept across restarts)."""
         self._sent_seq: list[int] = []
         self._layer_end: list[int] = []
         self._ends_layer: set[int] = set()
@@ -297,6 +299,7 @@ class DeviceSession:
         self._payloads.extend(pieces)
         self._state.extend([_UNSENT] * len(pieces))
         self._attempts.extend([0] * len(pieces))
+        self._ever_acked.extend([False] * len(pieces))
         self._sent_seq.extend([-1] * len(pieces))
         self._stream_bytes += len(data)
 
@@ -542,6 +545,8 @@ class DeviceSession:
         stats.fragments_sent += 1
         if self._attempts[index]:
             stats.retransmissions += 1
+        if self._ever_acked[index]:
+            stats.acknowledged_resent += 1
         self._attempts[index] += 1
         self._sent_seq[index] = self._seq
         self._high = max(self._high, index)
@@ -644,6 +649,7 @@ class DeviceSession:
     def _set_acked(self, index: int) -> None:
         self._high = max(self._high, index)
         self._state[index] = _ACKED
+        self._ever_acked[index] = True
         self._missing.discard(index)
         self._acked_count += 1
 

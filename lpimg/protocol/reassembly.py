@@ -75,6 +75,8 @@ class Rejected:
 
     reason: AbortReason
     text: str
+    limit: str | None = None
+    """The configured bound that was hit (``max_layers``, ``max_session_buffer``...), if any."""
 
 
 Outcome = HeaderVerified | LayerVerified | RecordFailed | Rejected
@@ -88,6 +90,29 @@ class _Group:
     first_layer: int = 0
     size: int | None = None
     layer_offsets: list[int] = field(default_factory=list)
+    record: bytes = b""
+    """The verified header record, kept (at most ``max_header_bytes`` + 8) for snapshots."""
+
+
+@dataclass(frozen=True)
+class ReassemblyState:
+    """Everything a :class:`Reassembler` knows, as plain values, to persist and restore it.
+
+    Headers are kept as their verified records (re-parsed on restore) and fragments as the
+    payloads held, so a store needs no knowledge of the stream's layout.
+    """
+
+    fragment_size: int
+    next: int
+    verified: int
+    failures: int
+    received: tuple[int, ...]
+    fragments: dict[int, bytes]
+    headers: tuple[bytes, ...]
+    """The verified header record of every group read so far, in group order."""
+    group: int
+    layer: int
+    offset: int
 
 
 class Reassembler:
@@ -112,6 +137,55 @@ class Reassembler:
         """Index, within the current group, of the next layer to verify."""
         self._offset = 0
         """Offset, within the current group, of the next record to read."""
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def export(self) -> ReassemblyState:
+        """The receive state as values (fragments are shared, not copied: bytes are immutable)."""
+        headers = tuple(group.record for group in self._groups if group.header is not None)
+        return ReassemblyState(
+            self.fragment_size,
+            self.next,
+            self.verified,
+            self.failures,
+            tuple(sorted(self._received)),
+            dict(self._fragments),
+            headers,
+            self._group,
+            self._layer,
+            self._offset,
+        )
+
+    @classmethod
+    def restore(cls, state: ReassemblyState, config: ProtocolConfig) -> Reassembler:
+        """The reassembler :meth:`export` described. Headers are parsed again (they verified
+        once, so a failure here means the store is damaged: :class:`WireError`)."""
+        self = cls(state.fragment_size, config)
+        first_layer = 0
+        groups: list[_Group] = []
+        for number, record in enumerate(state.headers):
+            header = parse_descriptor(record) if number == 0 else parse_group_header(record)
+            group = _Group(header, len(record), header.layer_sizes, first_layer, record=record)
+            offset = len(record)
+            for size in header.layer_sizes:
+                group.layer_offsets.append(offset)
+                offset += layer_record_size(size)
+            group.size = offset
+            groups.append(group)
+            self.layer_sizes.extend(header.layer_sizes)
+            self.stream_bytes += offset
+            first_layer += len(header.layer_sizes)
+        if len(groups) == state.group:
+            groups.append(_Group(first_layer=first_layer))
+        if len(groups) != state.group + 1 or state.verified > len(self.layer_sizes):
+            raise WireError("inconsistent reassembly state (groups, verified layers)")
+        self._groups = groups
+        self._group, self._layer, self._offset = state.group, state.layer, state.offset
+        self.next, self.verified, self.failures = state.next, state.verified, state.failures
+        self._received = set(state.received)
+        self._fragments = dict(state.fragments)
+        self.held_bytes = sum(len(payload) for payload in self._fragments.values())
+        return self
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -317,6 +391,7 @@ class Reassembler:
             group.layer_offsets.append(offset)
             offset += layer_record_size(size)
         group.size = offset
+        group.record = record
         self.layer_sizes.extend(header.layer_sizes)
         self.stream_bytes += offset
         self._offset = total
@@ -333,11 +408,21 @@ class Reassembler:
             return Rejected(
                 AbortReason.LIMIT_EXCEEDED,
                 f"{len(self.layer_sizes) + len(sizes)} layers; max_layers={config.max_layers}",
+                "max_layers",
             )
         if sizes and max(sizes) > config.max_layer_bytes:
             return Rejected(
                 AbortReason.LIMIT_EXCEEDED,
                 f"a {max(sizes)}-byte layer; max_layer_bytes={config.max_layer_bytes}",
+                "max_layer_bytes",
+            )
+        largest = max((layer_record_size(size) for size in sizes), default=0)
+        if largest and config.buffer_need(self.fragment_size, largest) > config.max_session_buffer:
+            return Rejected(
+                AbortReason.LIMIT_EXCEEDED,
+                f"a {largest}-byte layer record at F={self.fragment_size} needs more than "
+                f"max_session_buffer={config.max_session_buffer} bytes of buffer",
+                "max_session_buffer",
             )
         group_bytes = header_size + sum(layer_record_size(size) for size in sizes)
         if self.stream_bytes + group_bytes > config.max_session_bytes:
@@ -345,6 +430,7 @@ class Reassembler:
                 AbortReason.LIMIT_EXCEEDED,
                 f"a {self.stream_bytes + group_bytes}-byte stream; "
                 f"max_session_bytes={config.max_session_bytes}",
+                "max_session_bytes",
             )
         start = self._start(self._group)
         if start is not None:
@@ -352,7 +438,9 @@ class Reassembler:
             count = layout.fragment_count(group_bytes, self.fragment_size, first)
             if start + count > MAX_FRAGMENTS:
                 return Rejected(
-                    AbortReason.LIMIT_EXCEEDED, f"the stream needs {start + count} fragments"
+                    AbortReason.LIMIT_EXCEEDED,
+                    f"the stream needs {start + count} fragments",
+                    "max_fragments",
                 )
         return None
 

@@ -30,6 +30,7 @@ from lpimg.protocol.reassembly import (
     LayerVerified,
     Outcome,
     Reassembler,
+    ReassemblyState,
     RecordFailed,
     Rejected,
 )
@@ -94,6 +95,40 @@ class _Session:
     fingerprints: bytearray = field(default_factory=bytearray)
     """16 bits per fragment index the session held (0: none), so a finished session can tell
     its own late fragments from a new session's whose start was lost (7.2)."""
+    started_at: float = 0.0
+    reserved: int = 0
+    """Bytes of ``max_total_buffer`` this session holds in reserve while active."""
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """One server-side session as plain values, for a store to persist and restore.
+
+    :meth:`ServerProtocol.export_session` gives it, :meth:`ServerProtocol.restore_session` takes
+    it back; the core never does the I/O itself. Times are on the caller's clock (``now``).
+    Per-uplink flags (the open downlink window) are not part of it: a restored session waits
+    for the device's next uplink.
+    """
+
+    device: str
+    session_id: int
+    fragment_size: int
+    state: SessionState
+    started_at: float
+    last_activity: float
+    finished_at: float | None
+    abort_reason: AbortReason
+    layer_count: int
+    refines: tuple[tuple[Region | None, int, int], ...]
+    """Pending refine requests: (region, pass index, priority), the outstanding one first."""
+    answered_groups: int
+    refine_sent: bool
+    refine_ever_sent: bool
+    left: bool
+    reassembly: ReassemblyState | None
+    """The receive state while the session is active (None once it ended)."""
+    fingerprints: bytes = b""
+    """The per-fragment fingerprints a finished session keeps (7.2)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +154,10 @@ class ServerProtocol:
         self._replies: OrderedDict[str, bytes] = OrderedDict()
         """One-off answers to devices without a session (unknown session, server full)."""
         self._events: deque[Event] = deque()
+        self._active_count = 0
+        self._reserved_total = 0
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        """Per-device token buckets of the rate limit: (tokens, time of the last refill)."""
 
     # -- sans-I/O API ------------------------------------------------------------------------
 
@@ -129,6 +168,9 @@ class ServerProtocol:
     def receive_frame(self, device: str, data: bytes, now: float) -> None:
         """Take one uplink from ``device``. Bad frames are counted and dropped, never raised."""
         self.stats.uplinks += 1
+        if self.config.rate_limit is not None and not self._take_token(device, now):
+            self.stats.limited("rate_limit")
+            return
         try:
             frame = parse_uplink(data)
         except WireError:
@@ -212,7 +254,12 @@ class ServerProtocol:
                 assert session.reassembler is not None
                 if session.reassembler.at_rest():
                     self._complete(session, now)
+                elif not session.reassembler.layer_sizes and now >= self._start_deadline(session):
+                    self.stats.limited("start_timeout")
+                    self._abort(session, AbortReason.IDLE_TIMEOUT, now,
+                                "idle timeout: no session header within start_timeout")
                 else:
+                    self.stats.limited("idle_timeout")
                     self._abort(session, AbortReason.IDLE_TIMEOUT, now, "idle timeout")
             else:
                 del self._sessions[device]
@@ -274,6 +321,74 @@ class ServerProtocol:
         """Addresses of every device the server holds a session for."""
         return list(self._sessions)
 
+    # -- snapshots (persistence lives outside the core) --------------------------------------
+
+    def export_session(self, device: str) -> SessionSnapshot | None:
+        """``device``'s session as values (None if the server holds none)."""
+        session = self._sessions.get(device)
+        if session is None:
+            return None
+        reassembler = session.reassembler
+        return SessionSnapshot(
+            device,
+            session.session_id,
+            session.fragment_size,
+            session.state,
+            session.started_at,
+            session.last_activity,
+            session.finished_at,
+            session.abort_reason,
+            session.layer_count,
+            tuple((r.region, r.pass_index, r.priority) for r in session.refines),
+            session.answered_groups,
+            session.refine_sent,
+            session.refine_ever_sent,
+            session.left,
+            reassembler.export() if reassembler is not None else None,
+            bytes(session.fingerprints),
+        )
+
+    def restore_session(self, snapshot: SessionSnapshot) -> None:
+        """Take back a session :meth:`export_session` gave (after a restart), replacing any the
+        device has here. No event is emitted: the application restores its own view. Restored
+        sessions are admitted whatever the limits, which only apply to new starts.
+        A damaged snapshot raises :class:`ProtocolError`."""
+        active = snapshot.state is SessionState.ACTIVE
+        if active != (snapshot.reassembly is not None):
+            raise ProtocolError(f"{snapshot.device}: snapshot state and reassembly disagree")
+        try:
+            reassembler = (
+                Reassembler.restore(snapshot.reassembly, self.config)
+                if snapshot.reassembly is not None
+                else None
+            )
+        except WireError as exc:
+            raise ProtocolError(f"{snapshot.device}: damaged session snapshot: {exc}") from exc
+        old = self._sessions.pop(snapshot.device, None)
+        if old is not None and old.state is SessionState.ACTIVE:
+            self._release(old)
+        session = _Session(
+            snapshot.device,
+            snapshot.session_id,
+            snapshot.fragment_size,
+            reassembler,
+            snapshot.last_activity,
+            snapshot.state,
+            snapshot.finished_at,
+            snapshot.abort_reason,
+            snapshot.layer_count,
+            deque(_Refine(*refine) for refine in snapshot.refines),
+            snapshot.answered_groups,
+            snapshot.refine_sent,
+            snapshot.refine_ever_sent,
+            snapshot.left,
+            started_at=snapshot.started_at,
+            fingerprints=bytearray(snapshot.fingerprints),
+        )
+        self._sessions[snapshot.device] = session
+        if active:
+            self._admit(session)
+
     # -- uplink handling ---------------------------------------------------------------------
 
     def _on_start(
@@ -297,6 +412,12 @@ class ServerProtocol:
             self.stats.sessions_rejected += 1
             self._reply(device, ServerAbortFrame(AbortReason.LIMIT_EXCEEDED))
             return
+        config = self.config
+        if config.buffer_need(frame.fragment_size, config.max_header_bytes + 8) > config.max_session_buffer:
+            self.stats.sessions_rejected += 1
+            self.stats.limited("max_session_buffer")
+            self._reply(device, ServerAbortFrame(AbortReason.LIMIT_EXCEEDED))
+            return
         if session is not None:
             if session.state is SessionState.ACTIVE:
                 text = f"superseded by session {frame.session_id}"
@@ -305,20 +426,28 @@ class ServerProtocol:
                     Aborted(device, session.session_id, text, AbortReason.CANCELLED)
                 )
             del self._sessions[device]
-        elif len(self._sessions) >= self.config.max_sessions and not self._evict():
-            self.stats.sessions_rejected += 1
-            self._reply(device, ServerAbortFrame(AbortReason.SERVER_FULL))
+        elif len(self._sessions) >= config.max_sessions and not self._evict():
+            self._refuse(device, "max_sessions")
+            return
+        if self._active_count >= config.max_active_sessions:
+            self._refuse(device, "max_active_sessions")
+            return
+        reservation = config.session_reservation(frame.fragment_size)
+        if self._reserved_total + reservation > config.max_total_buffer:
+            self._refuse(device, "max_total_buffer")
             return
         session = _Session(
             device,
             frame.session_id,
             frame.fragment_size,
-            Reassembler(frame.fragment_size, self.config),
+            Reassembler(frame.fragment_size, config),
             now,
             window_open=True,
             requested=frame.ack,
+            started_at=now,
         )
         self._sessions[device] = session
+        self._admit(session)
         self.stats.sessions_started += 1
         self._on_data(session, DataFrame(0, frame.chunk, frame.ack))
 
@@ -328,6 +457,9 @@ class ServerProtocol:
             return
         reassembler = session.reassembler
         assert reassembler is not None
+        if reassembler.held_bytes + len(frame.payload) > self.config.max_session_buffer:
+            self.stats.limited("max_session_buffer")  # unreachable while the header checks hold
+            return
         added = reassembler.add(frame.index, frame.payload)
         if added is Added.DUPLICATE:
             self.stats.duplicates += 1
@@ -385,6 +517,8 @@ class ServerProtocol:
             elif isinstance(outcome, RecordFailed):
                 self.stats.crc_failures += 1
             elif isinstance(outcome, Rejected):
+                if outcome.limit is not None:
+                    self.stats.limited(outcome.limit)
                 self._abort(session, outcome.reason, now, f"aborted: {outcome.text}")
                 return
 
@@ -431,9 +565,15 @@ class ServerProtocol:
             raise ProtocolError(f"{device}: {state}")
         return session
 
+    def _start_deadline(self, session: _Session) -> float:
+        return session.started_at + self.config.start_timeout
+
     def _deadline(self, session: _Session) -> float:
         if session.state is SessionState.ACTIVE:
-            return session.last_activity + self.config.idle_timeout
+            idle = session.last_activity + self.config.idle_timeout
+            if session.reassembler is not None and not session.reassembler.layer_sizes:
+                return min(idle, self._start_deadline(session))
+            return idle
         assert session.finished_at is not None
         return session.finished_at + self.config.finished_retention
 
@@ -456,11 +596,43 @@ class ServerProtocol:
     ) -> None:
         if session.reassembler is not None and state is not SessionState.COMPLETE:
             session.layer_count = session.reassembler.verified
+        if session.state is SessionState.ACTIVE:
+            self._release(session)
         session.state = state
         session.finished_at = now
         session.abort_reason = reason
         session.reassembler = None
         session.refines.clear()
+
+    def _admit(self, session: _Session) -> None:
+        """Count an active session and reserve its share of ``max_total_buffer``."""
+        session.reserved = self.config.session_reservation(session.fragment_size)
+        self._reserved_total += session.reserved
+        self._active_count += 1
+
+    def _release(self, session: _Session) -> None:
+        self._reserved_total -= session.reserved
+        session.reserved = 0
+        self._active_count -= 1
+
+    def _refuse(self, device: str, cause: str) -> None:
+        """A new session the bounds do not admit: ABORT(SERVER_FULL), counted by cause."""
+        self.stats.sessions_rejected += 1
+        self.stats.limited(cause)
+        self._reply(device, ServerAbortFrame(AbortReason.SERVER_FULL))
+
+    def _take_token(self, device: str, now: float) -> bool:
+        """The per-device token bucket of ``rate_limit``; buckets of quiet devices are forgotten
+        (least recently used first) beyond 4 x ``max_sessions`` addresses."""
+        config = self.config
+        assert config.rate_limit is not None
+        tokens, last = self._buckets.pop(device, (float(config.rate_burst), now))
+        tokens = min(float(config.rate_burst), tokens + max(0.0, now - last) * config.rate_limit)
+        allowed = tokens >= 1.0
+        self._buckets[device] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > 4 * config.max_sessions:
+            self._buckets.popitem(last=False)
+        return allowed
 
     def _evict(self) -> bool:
         """Make room by forgetting the longest-finished session; False if all are active."""

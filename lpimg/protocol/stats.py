@@ -6,7 +6,7 @@ these as metrics and a test can assert on them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -19,6 +19,9 @@ class DeviceStats:
     ack_requests: int = 0
     polls: int = 0
     restarts: int = 0
+    acknowledged_resent: int = 0
+    """Fragments sent again after the server had reported them held (a server that forgot
+    what it acknowledged: a restart without its state, or an eviction)."""
     downlinks: int = 0
     malformed: int = 0
     """Downlinks that did not parse."""
@@ -45,3 +48,11 @@ class ServerStats:
     sessions_started: int = 0
     sessions_rejected: int = 0
     sessions_evicted: int = 0
+    limit_rejections: dict[str, int] = field(default_factory=dict)
+    """What the resource bounds refused or ended, by cause: the config field that was hit
+    (``max_active_sessions``, ``max_sessions``, ``max_total_buffer``, ``max_session_buffer``,
+    ``rate_limit``, ``start_timeout``, ``idle_timeout``, ``max_layers``...)."""
+
+    def limited(self, cause: str) -> None:
+        """Count one rejection by a resource bound."""
+        self.limit_rejections[cause] = self.limit_rejections.get(cause, 0) + 1
