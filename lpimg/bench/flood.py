@@ -73,6 +73,7 @@ def run(sessions: int = 100, garbage_fps: float = 10_000.0, *, loss: float = 0.0
                 if flooder.stdout is not None:
                     flooder.stdout.close()
             report = server.finish()
+        broker_counters = asyncio.run(broker.sys_counters())
     states = report["sessions"]
     completed = sum(
         1 for device, result in fleet.results.items()
@@ -93,12 +94,15 @@ def run(sessions: int = 100, garbage_fps: float = 10_000.0, *, loss: float = 0.0
         "garbage_fps": flood["rate"],
         "flood_s": flood["seconds"],
         "garbage_mix": flood["pool"],
+        "broker": broker_counters,  # mosquitto's own counts; "dropped": a subscriber fell behind
         "spoof": spoof,
         "loss": loss,
         "picture": f"{width}x{height}",
         "payload_bytes": encoded.total_bytes,
         "mtu": mtu,
         **usage_of(report),
+        "server_frames_per_cpu_s": (report["link"]["frames_in"] + report["link"]["frames_out"])
+        / report["cpu_s_serving"] if report["cpu_s_serving"] > 0 else None,
         "server_rss_mb_ready": report["rss_mb_ready"],
         "server_frames_in": link["frames_in"],
         "server_frames_out": link["frames_out"],

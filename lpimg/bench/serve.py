@@ -46,6 +46,7 @@ def run(devices: int = 500, loss: float = 0.1, *, width: int = 64, height: int =
             fleet = asyncio.run(run_fleet(url, ids, encoded, loss=loss, ack_timeout=ack_timeout,
                                           ramp=ramp, interval=interval, timeout=timeout, seed=seed))
             report = server.finish()
+        broker_counters = asyncio.run(broker.sys_counters())
     sessions = report["sessions"]
     server_complete = sum(1 for s in sessions.values() if s["reason"] == "complete")
     exact = sum(1 for s in sessions.values() if s["digest"] == digest)
@@ -74,12 +75,15 @@ def run(devices: int = 500, loss: float = 0.1, *, width: int = 64, height: int =
         "server_exact": exact,
         "device_reasons": fleet.reasons(),
         "frames_dropped": {"up": fleet.dropped_up, "down": fleet.dropped_down},
+        "broker": broker_counters,
         "server_frames_in": link["frames_in"],
         "server_frames_out": link["frames_out"],
         "server_rejected": link["rejected"],
         "frames_per_s": frames / wall if wall > 0 else None,
         "uplinks_per_s": link["frames_in"] / wall if wall > 0 else None,
         **usage_of(report),
+        "server_frames_per_cpu_s": (report["link"]["frames_in"] + report["link"]["frames_out"])
+        / report["cpu_s_serving"] if report["cpu_s_serving"] > 0 else None,
         "server_rss_mb_ready": report["rss_mb_ready"],
         "server_cpu_per_image_ms": 1000 * report["cpu_s_serving"] / max(1, devices),
         "server_counters": report["counters"],

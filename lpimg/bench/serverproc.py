@@ -16,14 +16,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import faulthandler
 import hashlib
 import json
 import logging
+import os
 import resource
 import signal
 import sys
+import threading
 import time
 from typing import Any
+
+CLOSE_S = 15.0
+"""Seconds the server gets to close after reporting."""
+
+log = logging.getLogger("lpimg.bench.serverproc")
 
 
 def _cpu() -> float:
@@ -68,31 +76,25 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, done.set)
     config = ProtocolConfig(ack_timeout=args.ack_timeout)
-    async with open_server_link(args.url) as link:
-        server = Server(link, codec=codec, model=args.model, decode=args.decode, config=config,
-                        on_update=on_update)
-        async with server:
-            rss_ready = _rss_mb()
-            cpu_ready = _cpu()
-            print("READY", flush=True)
+    link = await open_server_link(args.url)
+    server = Server(link, codec=codec, model=args.model, decode=args.decode, config=config,
+                    on_update=on_update)
+    server.start()
+    rss_ready = _rss_mb()
+    cpu_ready = _cpu()
+    print("READY", flush=True)
 
-            async def watch_first() -> None:
-                while server.counters.uplinks == 0:
-                    await asyncio.sleep(0.01)
-                first_uplink.append(time.monotonic())
+    async def watch_first() -> None:
+        while server.counters.uplinks == 0:
+            await asyncio.sleep(0.01)
+        first_uplink.append(time.monotonic())
 
-            watcher = asyncio.create_task(watch_first())
-            await done.wait()
-            ended = time.monotonic()
-            cpu_end = _cpu()
-            watcher.cancel()
-            counters = dataclasses.asdict(server.counters)
-            protocol_stats = server.protocol.stats
-            stats = link.stats
-            link_stats = {"frames_in": stats.frames_in, "bytes_in": stats.bytes_in,
-                          "frames_out": stats.frames_out, "bytes_out": stats.bytes_out,
-                          "dropped_out": stats.dropped_out, "rejected": dict(stats.rejected)}
-            active = sum(1 for s in server.sessions() if s.active)
+    watcher = asyncio.create_task(watch_first())
+    await done.wait()
+    ended = time.monotonic()
+    cpu_end = _cpu()
+    watcher.cancel()
+    stats = link.stats
     start = first_uplink[0] if first_uplink else ended
     end = last_final[0] if len(finals) >= args.expect and last_final[0] else ended
     sessions = {}
@@ -103,19 +105,42 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         sessions[device] = {"reason": update.reason, "layers": update.layers, "bytes": update.bytes,
                             "digest": digest}
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
+    report = {
         "cpu_s_serving": cpu_end - cpu_ready,
         "cpu_s_total": cpu_end,
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB
         "rss_mb_ready": rss_ready,
         "wall_s_serving": max(0.0, end - start),
         "wall_s_until_stopped": ended - start,
-        "counters": counters,
-        "protocol": _plain(protocol_stats),
-        "link": link_stats,
-        "active_sessions_at_end": active,
+        "counters": dataclasses.asdict(server.counters),
+        "protocol": _plain(server.protocol.stats),
+        "link": {"frames_in": stats.frames_in, "bytes_in": stats.bytes_in,
+                 "frames_out": stats.frames_out, "bytes_out": stats.bytes_out,
+                 "dropped_out": stats.dropped_out, "rejected": dict(stats.rejected)},
+        "active_sessions_at_end": sum(1 for s in server.sessions() if s.active),
         "sessions": sessions,
     }
+    # Report first: a server drowning in a flood may take long to wind down, and the figures
+    # are taken already. Then close as a gateway would, within a bound kept by a thread (a
+    # close that swallows its own cancellation cannot be bounded from inside the loop).
+    print(json.dumps(report), flush=True)
+
+    def give_up() -> None:
+        task = server._task
+        log.error("the server did not close within %s s%s", CLOSE_S,
+                  "" if task is None else "; its task is at:")
+        if task is not None:
+            task.print_stack(file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(3)
+
+    watchdog = threading.Timer(CLOSE_S, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    await server.close()
+    await link.close()
+    watchdog.cancel()
+    return report
 
 
 def _plain(value: Any) -> Any:
@@ -136,10 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-decode", dest="decode", action="store_false")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1)  # a stuck server shows where it is stuck
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(relativeCreated)d %(name)s %(levelname)s %(message)s")
-    report = asyncio.run(serve(args))
-    print(json.dumps(report), flush=True)
+    asyncio.run(serve(args))
     return 0
 
 
