@@ -96,11 +96,13 @@ class Broker:
             time.sleep(0.02)
 
     async def sys_counters(self, timeout: float = 3.0) -> dict[str, int]:
-        """The broker's own message counters (``$SYS/broker/...``, published every second):
-        what it received, sent and dropped (QoS 0 messages a slow subscriber could not take)."""
+        """The broker's own PUBLISH counters (``$SYS/broker/publish/messages/...``, published every
+        second, so up to a second old): received, sent, and dropped (messages a subscriber that
+        did not keep up could not be queued)."""
         import aiomqtt
 
-        wanted = {"$SYS/broker/messages/received": "received", "$SYS/broker/messages/sent": "sent",
+        wanted = {"$SYS/broker/publish/messages/received": "received",
+                  "$SYS/broker/publish/messages/sent": "sent",
                   "$SYS/broker/publish/messages/dropped": "dropped"}
         found: dict[str, int] = {}
         try:
