@@ -1,27 +1,29 @@
 """``lpimg demo``: one picture, device and server in one process, over a simulated LoRaWAN link.
 
-The device encodes the photo, the real protocol state machines carry its layers over the
-simulated link (time on air, duty cycle, class A windows, loss), and the server decodes after
-every layer. The result is a per-layer table (bytes, time on air, PSNR, MS-SSIM, and what JPEG
+The real endpoints run as a camera and a gateway would run them: a
+:class:`~lpimg.endpoint.Device` encodes the photo and sends its layers, a
+:class:`~lpimg.endpoint.Server` acknowledges and decodes them, both over ``sim://`` (time on
+air, duty cycle, class A windows, loss) on its virtual clock, so an hour of LoRaWAN takes
+seconds. The result is a per-layer table (bytes, time on air, PSNR, MS-SSIM, and what JPEG
 achieves with the same bytes) and a self-contained ``report.html`` with every reconstruction.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from lpimg.errors import LpimgError
 
 SAMPLE = Path(__file__).parent / "data" / "astronaut.png"
-TOP_PLANE_KEY = 24
-"""Manifest key (application range, >= 24) carrying the codec's top plane: the one piece of
-the stream header the protocol's session descriptor does not already carry."""
+DEVICE = "demo-cam"
 
 
 @dataclass
@@ -40,92 +42,145 @@ def _progress(total: int, desc: str, enabled: bool):  # noqa: ANN202
 def run_demo(image_path: str | Path | None = None, link: str = "lorawan-eu868:dr3",
              loss: float = 0.1, out: str | Path = "lpimg-demo", seed: int = 1,
              model: str = "lpimg-b1", layers: int | None = None, progress: bool = True) -> DemoResult:
+    from lpimg.codec.image import load_image
+    from lpimg.codec.pipeline import LearnedCodec
+
+    out = Path(out)
+    path = Path(image_path) if image_path else SAMPLE
+    image = load_image(path)
+    codec = LearnedCodec.load(model)
+    if not 0.0 <= loss <= 1.0:
+        raise LpimgError(f"--loss must be in [0, 1], got {loss}")
+    from lpimg.link.sim import parse_link_spec
+
+    parse_link_spec(link)  # a bad link spec fails before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    transfer = asyncio.run(_transfer(codec, image, link, loss, seed, layers, progress))
+    return _report(codec, image, path, link, loss, seed, out, transfer, progress)
+
+
+@dataclass
+class _Transfer:
+    """What the endpoints did: the server's updates (each with the uplink airtime spent when
+    it was published), the device's result, the radio's counters and the encoding."""
+
+    updates: list[tuple[Any, float]]
+    final: Any
+    device: Any
+    radio: Any
+    coded: Any
+    encode_s: float
+
+
+async def _transfer(codec: Any, image: Any, link: str, loss: float, seed: int, layers: int | None,
+                    progress: bool) -> _Transfer:
+    """The real endpoints, as a gateway and a camera would run them, over ``sim://``."""
+    from lpimg.endpoint import Device, Server, encode_image
+    from lpimg.link import open_device_link, open_server_link
+    from lpimg.wire import Manifest
+
+    url = f"sim://{link}?loss={loss}&seed={seed}&net=lpimg-demo"
+    t0 = time.perf_counter()
+    coded, encoder = encode_image(codec, image, layers)
+    encode_s = time.perf_counter() - t0
+    updates: list[tuple[Any, float]] = []
+    bar = _progress(len(coded.layers), f"sending over {link}", progress)
+    async with open_server_link(url) as server_link, open_device_link(url, DEVICE) as device_link:
+        def on_update(update: Any) -> None:
+            if update.device != DEVICE:
+                return
+            if update.layers > bar.n:
+                bar.update(update.layers - bar.n)
+            updates.append((update, device_link.radio.airtime_s))
+
+        async with Server(server_link, codec=codec, on_update=on_update) as server:
+            device = Device(device_link, codec=codec)
+            result = await device.send_encoded(
+                coded, manifest=Manifest(capture_time=int(time.time())), encoder=encoder)
+            final = server.session(DEVICE).latest if updates else None
+        radio = device_link.radio
+    bar.close()
+    return _Transfer(updates, final, result, radio, coded, encode_s)
+
+
+def _report(codec: Any, image: Any, path: Path, link: str, loss: float, seed: int, out: Path,
+            transfer: _Transfer, progress: bool) -> DemoResult:
     from lpimg.bench.baselines import decode as decode_jpeg
     from lpimg.bench.baselines import jpeg_at_most
     from lpimg.bench.metrics import msssim, psnr
-    from lpimg.codec.bitplane import LayerSpec, pass_kind
-    from lpimg.codec.image import load_image
-    from lpimg.codec.pipeline import LearnedCodec, StreamHeader
-    from lpimg.link.sim import IndependentLoss, SimLink, run_transfer
-    from lpimg.protocol import DeviceSession, ServerProtocol
-    from lpimg.protocol.events import LayerReceived
+    from lpimg.codec.bitplane import pass_kind
+    from lpimg.endpoint.coding import layer_spec
     from lpimg.report import LayerRow, rd_plot_png, render
-    from lpimg.wire import Manifest
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = Path(image_path) if image_path else SAMPLE
-    image = load_image(path)
     h, w = image.shape[:2]
-    codec = LearnedCodec.load(model)
-
-    t0 = time.perf_counter()
-    enc = codec.encoder(image)
-    coded = enc.encode_all(layers)
-    encode_s = time.perf_counter() - t0
-
-    sim = SimLink.from_spec(link, uplink_loss=IndependentLoss(loss),
-                            downlink_loss=IndependentLoss(loss), seed=seed)
-    device = DeviceSession(
-        seed & 0xFFFF, [data for _, data in coded], mtu=sim.profile.mtu, now=0.0,
-        model_id=codec.model_id, geometry=(w, h),
-        manifest=Manifest(capture_time=int(time.time()), extra={TOP_PLANE_KEY: enc.header.top_plane}),
-    )
-    server = ServerProtocol()
-    bar = _progress(len(coded), f"sending over {link}", progress)
-
-    def on_event(side: str, event: object, now: float) -> None:
-        if side == "server" and isinstance(event, LayerReceived):
-            bar.update(1)
-
-    stats = run_transfer(device, server, sim, device_addr="demo-cam", until=30 * 86400.0,
-                         on_event=on_event)
-    bar.close()
-
-    uplinks = [f for f in stats.frames if f.direction == "up"]
-    header = StreamHeader(codec.model_id, w, h, enc.header.top_plane)
+    coded, result, radio = transfer.coded, transfer.device, transfer.radio
+    header = coded.header
+    received = list(transfer.final.received) if transfer.final is not None else []
+    # The server's reconstruction after each update; a layer that arrived in the same uplink
+    # as the next one (tiny layers of a thumbnail) has no update of its own, and is decoded
+    # here from the device's bytes, which the server verified by CRC.
+    by_count = {update.layers: (update, airtime) for update, airtime in transfer.updates
+                if update.layers and update.decodable}
     dec = codec.decoder(header)
     rows: list[LayerRow] = []
-    received = [(e.time_s, e.event) for e in stats.events
-                if e.side == "server" and isinstance(e.event, LayerReceived)]
     cumulative = 0
     bar = _progress(len(received), "decoding", progress)
     decode_s = 0.0
-    for arrival, event in received:
-        spec = LayerSpec(event.pass_index, None)
-        dec.apply(spec, event.data)
+    airtime = 0.0
+    for count, layer in enumerate(received, start=1):
+        data = coded.layers[layer.pass_index]
+        if len(data) != layer.size:
+            raise LpimgError(f"layer {layer.index}: the server got {layer.size} bytes, the device "
+                             f"sent {len(data)}")
+        dec.apply(layer_spec(layer.pass_index, layer.region), data)
         t1 = time.perf_counter()
-        rec = dec.reconstruct()
+        if count in by_count:
+            update, airtime = by_count[count]
+            rec = update.reconstruction
+        else:
+            later = [a for n, (_, a) in by_count.items() if n >= count]
+            airtime = min(later) if later else radio.airtime_s
+            rec = dec.reconstruct()
         decode_s = time.perf_counter() - t1
-        cumulative += len(event.data)
-        airtime = sum(f.airtime_s for f in uplinks if f.start_s <= arrival)
-        kind, plane = pass_kind(event.pass_index, header.top_plane)
-        row = LayerRow(event.index, f"{kind} plane {plane}", len(event.data), cumulative, airtime,
-                       arrival, psnr(rec, image), msssim(rec, image), rec)
+        cumulative += layer.size
+        kind, plane = pass_kind(layer.pass_index, header.top_plane)
+        row = LayerRow(layer.index, f"{kind} plane {plane}", layer.size, cumulative, airtime,
+                       layer.at, psnr(rec, image), msssim(rec, image), rec)
         jp = jpeg_at_most(image, cumulative)
         if jp is not None:
             data, q = jp
             jrec = decode_jpeg(data)
             row.jpeg_quality, row.jpeg_bytes = q, len(data)
             row.jpeg_psnr, row.jpeg_msssim, row.jpeg_image = psnr(jrec, image), msssim(jrec, image), jrec
-            (out / f"jpeg_{event.index:02d}.jpg").write_bytes(data)
-        Image.fromarray(rec).save(out / f"layer_{event.index:02d}.png")
+            (out / f"jpeg_{layer.index:02d}.jpg").write_bytes(data)
+        Image.fromarray(rec).save(out / f"layer_{layer.index:02d}.png")
         rows.append(row)
         bar.update(1)
     bar.close()
     if not rows:
-        raise LpimgError(f"no layer arrived over {link} with {loss:.0%} loss: {stats.reason}")
-
+        raise LpimgError(f"no layer arrived over {link} with {loss:.0%} loss: {result.reason}")
+    encode_s = transfer.encode_s
+    stats = {
+        "uplink_frames": radio.uplinks, "uplink_bytes": radio.uplink_bytes,
+        "uplinks_lost": radio.uplinks_lost, "airtime_s": radio.airtime_s,
+        "downlink_frames": radio.downlinks, "downlink_bytes": radio.downlink_bytes,
+        "downlinks_lost": radio.downlinks_lost, "downlink_airtime_s": radio.downlink_airtime_s,
+        "duration_s": result.duration_s, "finished": result.completed, "reason": result.reason,
+        "server_reason": transfer.final.reason if transfer.final is not None else None,
+        "retransmissions": result.retransmissions,
+    }
+    coded_layers = len(coded.layers)
     summary = {
         "picture": f"{path.name}, {w}x{h}",
         "model": f"{codec.name} (id {codec.model_id:#06x})",
         "link": f"{link}, {loss:.0%} loss each way, seed {seed}",
-        "layers": f"{len(rows)} of {len(coded)} delivered ({stats.reason})",
+        "layers": f"{len(rows)} of {coded_layers} delivered ({result.reason})",
         "payload": f"{cumulative} bytes ({8 * cumulative / (w * h):.3f} bpp)",
-        "uplink": f"{stats.uplink_frames} frames, {stats.uplink_bytes} bytes, "
-                  f"{stats.airtime_s:.1f} s on air",
-        "downlink": f"{stats.downlink_frames} frames, {stats.downlink_bytes} bytes",
-        "virtual duration": f"{stats.duration_s / 3600:.2f} h (duty cycle included)",
+        "uplink": f"{radio.uplinks} frames ({radio.uplinks_lost} lost), {radio.uplink_bytes} bytes, "
+                  f"{radio.airtime_s:.1f} s on air",
+        "downlink": f"{radio.downlinks} frames ({radio.downlinks_lost} lost), {radio.downlink_bytes} bytes",
+        "virtual duration": f"{result.duration_s / 3600:.2f} h (duty cycle included)",
+        "endpoints": "lpimg.endpoint Device and Server over sim:// (virtual clock)",
         "encode / decode": f"{encode_s:.2f} s / {decode_s:.2f} s on this machine",
     }
     plot = rd_plot_png(rows, f"{path.name} over {link}")
@@ -145,10 +200,9 @@ def run_demo(image_path: str | Path | None = None, link: str = "lorawan-eu868:dr
         "jpeg_psnr": None if r.jpeg_psnr is None else round(r.jpeg_psnr, 2),
         "jpeg_msssim": None if r.jpeg_msssim is None else round(r.jpeg_msssim, 4),
     } for r in rows]
-    stats_dict = {k: v for k, v in stats.as_dict().items() if k not in ("events", "frames")}
     (out / "demo.json").write_text(json.dumps({"summary": summary, "layers": table,
-                                               "transfer": stats_dict}, indent=2, default=str))
-    return DemoResult(table, stats_dict, out)
+                                               "transfer": stats}, indent=2, default=str))
+    return DemoResult(table, stats, out)
 
 
 def print_table(result: DemoResult) -> None:

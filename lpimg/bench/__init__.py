@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ["rd", "exact", "fixedcam", "fixedlink", "link", "wire", "crash"]
+BENCHMARKS = [
+    "rd", "exact", "fixedcam", "fixedlink", "link", "wire", "crash", "toa", "feedback", "serve", "flood",
+]
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:

@@ -49,6 +49,10 @@ class TrainConfig:
     # clamp y to the int8 latent range before rounding, as the device does, so the encoder feels the
     # clip (lpimg-b1 trained without it and grew channels far beyond +-127)
     clamp_latents: bool = False
+    # fraction of samples trained the Balle way (full stream, additive uniform noise): with pure
+    # straight-through rounding a latent channel that starts below half a step always rounds to
+    # zero, the synthesis never learns to use it, and it never grows (lpimg-b1 lost chroma so)
+    noise_mix: float = 0.0
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 1000
@@ -262,15 +266,23 @@ def train(
         prefix = progressive_latents(y, pmf, rng, cfg.prefix_span)
         pixels = x.shape[2] * x.shape[3]
         bpp_prefix = prefix_rate(model.density, y, prefix) / pixels  # (B,)
-        x_hat = model.synthesis(prefix.y_dec)
+        y_dec = prefix.y_dec
+        lmbda = cfg.lmbda / prefix.step.flatten()
+        if cfg.noise_mix > 0:
+            relaxed = torch.from_numpy(rng.random(y.shape[0]) < cfg.noise_mix)
+            y_noisy = y + torch.from_numpy(rng.uniform(-0.5, 0.5, size=y.shape).astype(np.float32))
+            bpp_noisy = -torch.log2(model.density.likelihood(y_noisy)).flatten(1).sum(1) / pixels
+            y_dec = torch.where(relaxed[:, None, None, None], y_noisy, y_dec)
+            bpp_prefix = torch.where(relaxed, bpp_noisy, bpp_prefix)
+            lmbda = torch.where(relaxed, torch.full_like(lmbda, cfg.lmbda), lmbda)
+        x_hat = model.synthesis(y_dec)
         mse = torch.mean((x_hat - x) ** 2, dim=(1, 2, 3))
         msssim = ms_ssim(
             x_hat.clamp(0, 1), x, data_range=1.0, size_average=False, win_size=7,
             weights=MSSSIM_WEIGHTS_4,
         )
-        # every prefix is an operating point: coarser steps trade at a lower lambda, so each
-        # layer boundary lands on its own rate-distortion slope
-        lmbda = cfg.lmbda / prefix.step.flatten()
+        # every prefix is an operating point: coarser steps trade at a lower lambda (set above), so
+        # each layer boundary lands on its own rate-distortion slope
         loss = torch.mean(lmbda * (1 - msssim + cfg.mse_weight * mse) + bpp_prefix)
         with torch.no_grad():
             noise = torch.from_numpy(rng.uniform(-0.5, 0.5, size=y.shape).astype(np.float32))
