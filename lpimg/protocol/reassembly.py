@@ -10,6 +10,7 @@ read are freed, and nothing at or beyond ``next + RECEIVE_SPAN`` is stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -31,6 +32,7 @@ from lpimg.wire import (
     parse_group_header,
 )
 from lpimg.wire.fields import varuint_length
+from lpimg.wire.records import RecordCheck
 from lpimg.wire.region import Region
 
 
@@ -93,9 +95,18 @@ class _Group:
 class Reassembler:
     """The receive state of one session (see the module docstring)."""
 
-    def __init__(self, fragment_size: int, config: ProtocolConfig) -> None:
+    def __init__(
+        self,
+        fragment_size: int,
+        config: ProtocolConfig,
+        record_check: Callable[[int], RecordCheck] | None = None,
+    ) -> None:
         self.fragment_size = fragment_size
         self.config = config
+        self._record_check = record_check
+        """Record number -> its check (authenticated sessions); None: the CRC-32."""
+        self.records = 0
+        """Records verified so far: the number of the next record (0 = the descriptor)."""
         self.first_capacity = fragment_size - layout.START_EXTRA
         """Most stream bytes a session start carries (F - 3): it is 3 header bytes longer."""
         self.next = 0
@@ -299,8 +310,11 @@ class Reassembler:
         if record is None:
             return None
         try:
+            check = self._check()
             header: Descriptor | GroupHeader = (
-                parse_descriptor(record) if number == 0 else parse_group_header(record)
+                parse_descriptor(record, check)
+                if number == 0
+                else parse_group_header(record, check)
             )
         except WireError:
             self._discard(number, 0, total)
@@ -309,6 +323,7 @@ class Reassembler:
         if rejected is not None:
             return rejected
         group = self._groups[number]
+        self.records += 1
         group.header = header
         group.header_size = total
         group.layer_sizes = header.layer_sizes
@@ -363,6 +378,9 @@ class Reassembler:
             if expected is not None and len(self._fragments[index]) != expected:
                 self._forget(index)
 
+    def _check(self) -> RecordCheck | None:
+        return None if self._record_check is None else self._record_check(self.records)
+
     def _read_layer(self) -> Outcome | None:
         number = self._group
         group = self._groups[number]
@@ -377,11 +395,12 @@ class Reassembler:
             return None
         index = group.first_layer + local
         try:
-            data = check_layer_record(record)
+            data = check_layer_record(record, self._check())
         except WireError:
             self._discard(number, offset, size)
             return RecordFailed(f"layer {index}")
         self._layer += 1
+        self.records += 1
         self._offset = offset + size
         self.verified += 1
         self._free_before(number, self._offset)

@@ -9,10 +9,12 @@ session's memory is bounded by :class:`ProtocolConfig`, and so is the number of 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 from lpimg.errors import ProtocolError, WireError
+from lpimg.protocol.auth import DownlinkSealer, record_check
 from lpimg.protocol.config import MIN_FRAGMENT_SIZE, ProtocolConfig
 from lpimg.protocol.events import (
     Aborted,
@@ -37,6 +39,7 @@ from lpimg.protocol.stats import ServerStats
 from lpimg.wire import (
     PROTOCOL_VERSION,
     AbortReason,
+    AuthStartFrame,
     DataFrame,
     Descriptor,
     DeviceAbortFrame,
@@ -90,6 +93,8 @@ class _Session:
     """The device aborted the session itself, so it needs no notice."""
     window_open: bool = False
     requested: bool = False
+    key: bytes | None = None
+    """The device's key when the session is authenticated (records tagged, downlinks sealed)."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,29 @@ class SessionInfo:
 
 
 class ServerProtocol:
-    """The server core for any number of devices (sans-I/O; see docs/DESIGN-NOTES.md)."""
+    """The server core for any number of devices (sans-I/O; see docs/DESIGN-NOTES.md).
 
-    def __init__(self, config: ProtocolConfig | None = None) -> None:
+    ``keys`` (device id -> 128-bit key, e.g. a :class:`~lpimg.protocol.auth.KeyStore`) makes
+    those devices authenticate (spec section 15): only START_AUTH opens their sessions, their
+    records are checked with AES-CMAC tags and every downlink to them is sealed. The downlink
+    counter follows ``now + clock_offset`` read as Unix seconds, so give ``clock_offset`` when
+    ``now`` is not Unix time (a monotonic clock), or counters restart low after a restart.
+    """
+
+    def __init__(
+        self,
+        config: ProtocolConfig | None = None,
+        *,
+        keys: Mapping[str, bytes] | None = None,
+        clock_offset: float = 0.0,
+    ) -> None:
         self.config = config or ProtocolConfig()
         self.stats = ServerStats()
+        self.keys: Mapping[str, bytes] = keys if keys is not None else {}
+        self.clock_offset = clock_offset
+        self._sealer = DownlinkSealer(max(4 * self.config.max_sessions, 1024))
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._replies: OrderedDict[str, bytes] = OrderedDict()
+        self._replies: OrderedDict[str, tuple[bytes, bool]] = OrderedDict()
         """One-off answers to devices without a session (unknown session, server full)."""
         self._events: deque[Event] = deque()
 
@@ -129,6 +150,7 @@ class ServerProtocol:
             frame = parse_uplink(data)
         except WireError:
             self.stats.malformed += 1
+            self.stats.reject("malformed")
             return
         session = self._sessions.get(device)
         if isinstance(frame, StartFrame):
@@ -142,6 +164,7 @@ class ServerProtocol:
         ):
             # Answered even unasked: a device whose start was lost learns it at once.
             self.stats.unknown_session += 1
+            self.stats.reject("unknown_session")
             if not isinstance(frame, DeviceAbortFrame):
                 self._reply(device, ServerAbortFrame(AbortReason.UNKNOWN_SESSION))
             return
@@ -167,10 +190,12 @@ class ServerProtocol:
 
         At most one per uplink received: a second call for the same uplink returns None.
         """
-        reply = self._replies.pop(device, None)
-        if reply is not None:
+        queued = self._replies.pop(device, None)
+        if queued is not None:
+            reply, sealed = queued
             self.stats.downlinks += 1
-            return reply
+            key = self.keys.get(device) if sealed else None
+            return reply if key is None else self._seal(key, device, reply, now)
         session = self._sessions.get(device)
         if session is None or not session.window_open:
             return None
@@ -180,7 +205,11 @@ class ServerProtocol:
         session.window_open = False
         session.requested = False
         self.stats.downlinks += 1
-        return build_downlink(frame)
+        data = build_downlink(frame)
+        return data if session.key is None else self._seal(session.key, device, data, now)
+
+    def _seal(self, key: bytes, device: str, frame: bytes, now: float) -> bytes:
+        return self._sealer.seal(key, device, frame, now + self.clock_offset)
 
     def get_timer(self) -> float | None:
         """The earliest idle timeout or retention expiry of any session."""
@@ -263,8 +292,22 @@ class ServerProtocol:
     def _on_start(
         self, device: str, session: _Session | None, frame: StartFrame, now: float
     ) -> None:
+        key = self.keys.get(device)
+        if isinstance(frame, AuthStartFrame) and key is None:
+            # Nothing this server sends could be verified by the device: it stays unanswered.
+            self.stats.sessions_rejected += 1
+            self.stats.reject("no_key")
+            return
+        if key is not None and not isinstance(frame, AuthStartFrame):
+            # A device with a key never runs a plain session: a plain start is a misconfigured
+            # device (told in plain words) or a downgrade attempt (which then changes nothing).
+            self.stats.sessions_rejected += 1
+            self.stats.reject("auth_required")
+            self._reply(device, ServerAbortFrame(AbortReason.REJECTED), seal=False)
+            return
         if frame.version != PROTOCOL_VERSION:
             self.stats.sessions_rejected += 1
+            self.stats.reject("unsupported_version")
             self._reply(device, ServerAbortFrame(AbortReason.UNSUPPORTED_VERSION))
             return
         if session is not None and session.session_id == frame.session_id:
@@ -279,6 +322,7 @@ class ServerProtocol:
             return
         if not MIN_FRAGMENT_SIZE <= frame.fragment_size <= self.config.max_fragment_size:
             self.stats.sessions_rejected += 1
+            self.stats.reject("limit")
             self._reply(device, ServerAbortFrame(AbortReason.LIMIT_EXCEEDED))
             return
         if session is not None:
@@ -291,16 +335,22 @@ class ServerProtocol:
             del self._sessions[device]
         elif len(self._sessions) >= self.config.max_sessions and not self._evict():
             self.stats.sessions_rejected += 1
+            self.stats.reject("server_full")
             self._reply(device, ServerAbortFrame(AbortReason.SERVER_FULL))
             return
+        checks = None
+        if key is not None:
+            session_key, session_id = key, frame.session_id
+            checks = lambda number: record_check(session_key, session_id, number)  # noqa: E731
         session = _Session(
             device,
             frame.session_id,
             frame.fragment_size,
-            Reassembler(frame.fragment_size, self.config),
+            Reassembler(frame.fragment_size, self.config, checks),
             now,
             window_open=True,
             requested=frame.ack,
+            key=key,
         )
         self._sessions[device] = session
         self.stats.sessions_started += 1
@@ -309,6 +359,7 @@ class ServerProtocol:
     def _on_data(self, session: _Session, frame: DataFrame) -> None:
         if session.state is not SessionState.ACTIVE:
             self.stats.after_finish += 1
+            self.stats.reject("after_finish")
             return
         reassembler = session.reassembler
         assert reassembler is not None
@@ -317,8 +368,10 @@ class ServerProtocol:
             self.stats.duplicates += 1
         elif added is Added.OUT_OF_WINDOW:
             self.stats.out_of_window += 1
+            self.stats.reject("out_of_window")
         elif added is Added.BAD_LENGTH:
             self.stats.bad_length += 1
+            self.stats.reject("bad_length")
         else:
             self._absorb(session, reassembler.advance(), session.last_activity)
 
@@ -367,6 +420,7 @@ class ServerProtocol:
                     )
             elif isinstance(outcome, RecordFailed):
                 self.stats.crc_failures += 1
+                self.stats.reject("bad_record")
             elif isinstance(outcome, Rejected):
                 self._abort(session, outcome.reason, now, f"aborted: {outcome.text}")
                 return
@@ -455,8 +509,10 @@ class ServerProtocol:
         self.stats.sessions_evicted += 1
         return True
 
-    def _reply(self, device: str, frame: ServerAbortFrame) -> None:
-        self._replies[device] = build_downlink(frame)
+    def _reply(self, device: str, frame: ServerAbortFrame, seal: bool = True) -> None:
+        """Queue a one-off answer; to a device with a key it goes sealed unless ``seal`` is
+        False (the plain refusal of a plain start, meant for a device that has no key)."""
+        self._replies[device] = (build_downlink(frame), seal)
         self._replies.move_to_end(device)
         while len(self._replies) > self.config.max_sessions:
             self._replies.popitem(last=False)
