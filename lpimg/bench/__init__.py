@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ["rd", "exact", "fixedcam", "link", "wire"]
+BENCHMARKS = ["rd", "exact", "fixedcam", "link", "wire", "forge"]
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:

@@ -64,7 +64,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
     async def main() -> Any:
         async with open_device_link(args.link, args.device) as link:
-            device = Device(link, model=args.model, store=args.store, config=_config(args), pacing=pacing)
+            device = Device(link, model=args.model, store=args.store, config=_config(args), pacing=pacing,
+                            key=_device_key(args))
             return await device.send(args.image, layers=args.layers, timeout=args.timeout)
 
     result = asyncio.run(main())
@@ -78,6 +79,24 @@ def _cmd_send(args: argparse.Namespace) -> int:
         return 0
     print(f"lpimg: send failed: {line}", file=sys.stderr)
     return 1
+
+
+def _device_key(args: argparse.Namespace) -> bytes | None:
+    """``send --key-file``: 32 hex digits, or a key store file holding this device's key."""
+    if not args.key_file:
+        return None
+    from lpimg.protocol.auth import load_device_key
+
+    return load_device_key(args.key_file, args.device)
+
+
+def _key_store(args: argparse.Namespace) -> Any:
+    """``serve --key-file``: a JSON object of device id -> 32 hex digits."""
+    if not args.key_file:
+        return None
+    from lpimg.protocol.auth import KeyStore
+
+    return KeyStore.load(args.key_file)
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -98,7 +117,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     async def main() -> int:
         async with open_server_link(args.link) as link:
             server = Server(link, model=args.model, config=_config(args), policies=policies,
-                            devices=devices)
+                            devices=devices, keys=_key_store(args))
             updates = server.updates()
             async with server:
                 print(f"serving {args.link}, writing to {out}", flush=True)
@@ -228,6 +247,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duty-cycle", metavar="PROFILE", default=None,
                    help="enforce a region's duty cycle with LoRa airtime, e.g. lorawan-eu868:dr3")
     p.add_argument("--ack-timeout", type=float, default=None, help="seconds before polling the server")
+    p.add_argument("--key-file", default=None,
+                   help="this device's 128-bit key (32 hex digits, or a JSON key store): "
+                        "authenticated sessions (spec section 15)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_send)
 
@@ -237,6 +259,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, default=None, help="stop each picture after this many layer bytes")
     p.add_argument("--once", action="store_true", help="exit after the first picture ends (0: delivered)")
     p.add_argument("--devices", default=None, help="comma-separated device ids to accept (default: all)")
+    p.add_argument("--key-file", default=None,
+                   help='JSON {"device id": "32 hex digits"}: these devices must authenticate')
     p.add_argument("--model", default="lpimg-b1")
     p.add_argument("--ack-timeout", type=float, default=None)
     p.add_argument("--idle-timeout", type=float, default=None,

@@ -46,7 +46,7 @@ from lpimg.endpoint.coding import (
     with_top_plane,
 )
 from lpimg.endpoint.sim import SimDeviceLink
-from lpimg.endpoint.store import DeviceStore, StoredSession, StoreError
+from lpimg.endpoint.store import DeviceStore, StoredSession, StoreError, atomic_write
 from lpimg.errors import CodecError, LinkError, LpimgError, ProtocolError
 from lpimg.link.base import DeviceLink
 from lpimg.link.sim.budget import DutyCycle
@@ -58,12 +58,17 @@ from lpimg.protocol import (
     ProtocolConfig,
     RefineRequested,
 )
+from lpimg.protocol.auth import check_key
+from lpimg.protocol.stats import DEVICE_CAUSES
 from lpimg.wire import MAX_MTU, MIN_MTU, AbortReason, Manifest, decode_manifest, encode_manifest
 
 if TYPE_CHECKING:
     from lpimg.codec.pipeline import ImageEncoder, LearnedCodec
 
 log = logging.getLogger("lpimg.endpoint.device")
+
+COUNTER_FILE = "downlink-counter"
+"""In the store directory: the last downlink counter accepted (authenticated sessions)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,7 @@ class Device:
         pacing: Pacing | None = None,
         mtu: int | None = None,
         on_event: EventHook | None = None,
+        key: bytes | None = None,
     ) -> None:
         self.link = link
         self._codec = codec
@@ -207,6 +213,9 @@ class Device:
         if self.mtu < MIN_MTU:
             raise LinkError(f"the link carries {self.mtu}-byte frames; lpimg needs at least {MIN_MTU}")
         self.on_event = on_event
+        self.key = None if key is None else check_key(key)
+        """With a key every session is authenticated (spec section 15)."""
+        self._logged: set[str] = set()
         self.session: DeviceSession | None = None
         """The running (or last) protocol session, for inspection."""
         self._encoder: ImageEncoder | None = None
@@ -295,6 +304,45 @@ class Device:
             return None
         return await self._resume(stored, timeout)
 
+    # -- downlink counter (authenticated sessions) ----------------------------------------------
+
+    @property
+    def downlink_counter(self) -> int:
+        """The last downlink counter this device accepted (spec section 15).
+
+        It must never go back, or old downlinks could be replayed: it is carried from session
+        to session and, with a store, kept in ``downlink-counter`` there across reboots.
+        """
+        counter = getattr(self, "_downlink_counter", None)
+        if counter is None:
+            counter = 0
+            if isinstance(self.store, DeviceStore):
+                try:
+                    counter = int((self.store.path / COUNTER_FILE).read_text())
+                except (OSError, ValueError):
+                    counter = 0
+            self._downlink_counter = counter
+        return counter
+
+    def _keep_counter(self, session: DeviceSession) -> None:
+        if session.downlink_counter <= self.downlink_counter:
+            return
+        self._downlink_counter = session.downlink_counter
+        if isinstance(self.store, DeviceStore):
+            try:
+                atomic_write(self.store.path / COUNTER_FILE, str(self._downlink_counter).encode())
+            except OSError as exc:
+                log.warning("could not store the downlink counter: %s", exc)
+
+    def _log_rejections(self, session: DeviceSession) -> None:
+        """Log each cause of dropped downlinks once per device (they are all counted)."""
+        for cause in session.stats.take_fresh():
+            if cause in self._logged:
+                continue
+            self._logged.add(cause)
+            log.warning("session %04x: dropped a downlink (%s: %s); further ones are only counted",
+                        session.session_id, cause, DEVICE_CAUSES.get(cause, cause))
+
     # -- starting and resuming ---------------------------------------------------------------
 
     def _load_stored(self) -> StoredSession | None:
@@ -340,7 +388,7 @@ class Device:
             session = DeviceSession(
                 session_id, list(encoded.layers), mtu=self.mtu, now=self._now(),
                 model_id=header.model_id, geometry=(header.width, header.height), manifest=full,
-                config=self.config,
+                config=self.config, key=self.key, downlink_counter=self.downlink_counter,
             )
         except ProtocolError as exc:
             raise CodecError(f"these layers cannot be sent over this link: {exc}") from exc
@@ -372,7 +420,7 @@ class Device:
         session = DeviceSession.resume(
             stored.session_id, layers, mtu=stored.mtu, now=self._now(), model_id=stored.model_id,
             geometry=(stored.width, stored.height), manifest=manifest, config=self.config,
-            added_groups=stored.groups,
+            added_groups=stored.groups, key=self.key, downlink_counter=self.downlink_counter,
         )
         self._stored = stored
         return await self._run(session, resumed=True, timeout=timeout)
@@ -406,6 +454,7 @@ class Device:
                 reply = await link.recv(0)
                 if reply is not None:
                     session.receive_frame(reply, self._now())
+                    self._after_downlink(session)
                     pacer.heard()
                     wants_send = True
                     continue
@@ -434,6 +483,7 @@ class Device:
                 reply = await link.recv(None if wake is None else max(0.0, wake - now))
                 if reply is not None:
                     session.receive_frame(reply, self._now())
+                    self._after_downlink(session)
                     pacer.heard()
                     wants_send = True
         except LinkError as exc:
@@ -446,6 +496,11 @@ class Device:
         reason = override or session.reason or "ended"
         completed = session.reason in ("complete", "stopped") and override is None
         return self._result(session, completed, reason, resumed, started, finished=True)
+
+    def _after_downlink(self, session: DeviceSession) -> None:
+        if self.key is not None:
+            self._keep_counter(session)
+        self._log_rejections(session)
 
     def _result(
         self, session: DeviceSession, completed: bool, reason: str, resumed: bool, started: float,

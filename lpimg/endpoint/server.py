@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ from lpimg.protocol import (
     SessionStarted,
     Stopped,
 )
+from lpimg.protocol.stats import SERVER_CAUSES
 from lpimg.wire import AbortReason, Manifest, Region
 
 if TYPE_CHECKING:
@@ -259,12 +260,15 @@ class Server:
         devices: Collection[str] | Callable[[str], bool] | None = None,
         on_update: Callable[[ImageUpdate], None] | None = None,
         queue_size: int = 1024,
+        keys: Mapping[str, bytes] | None = None,
     ) -> None:
         self.link = link
         self._codec = codec
         self._model = model
         self.decode = decode
-        self.protocol = ServerProtocol(config)
+        # Sealed downlinks count on Unix time (spec section 15); sim:// runs on its own clock.
+        offset = 0.0 if isinstance(link, SimServerLink) else time.time() - time.monotonic()
+        self.protocol = ServerProtocol(config, keys=keys, clock_offset=offset)
         self.policies = list(policies)
         self._devices = devices
         self.on_update = on_update
@@ -359,6 +363,15 @@ class Server:
             if queue in self._subscribers:
                 self._subscribers.remove(queue)
 
+    @property
+    def rejections(self) -> dict[str, int]:
+        """Every uplink refused, by cause (``lpimg.protocol.stats.SERVER_CAUSES``, plus
+        ``unknown_device`` for devices this server does not serve)."""
+        found = dict(self.protocol.stats.rejections)
+        if self.counters.unknown_devices:
+            found["unknown_device"] = self.counters.unknown_devices
+        return found
+
     def session(self, device: str) -> SessionHandle:
         """The current (or last) session of ``device``; :class:`lpimg.LpimgError` if none."""
         record = self._records.get(device)
@@ -438,7 +451,9 @@ class Server:
         protocol.receive_frame(device, frame, now)
         if protocol.stats.malformed > malformed:
             counters.malformed += 1
-            self._warn_once("malformed", device, "malformed uplink from %r: %s", device, frame[:16].hex())
+        for cause in protocol.stats.take_fresh():
+            self._warn_once(cause, device, "%r: rejected an uplink (%s: %s): %s", device, cause,
+                            SERVER_CAUSES.get(cause, cause), frame[:16].hex())
         self._process(now)
         answer = protocol.next_frame(device, now)
         self._process(now)  # the answer may complete the session
