@@ -75,7 +75,7 @@ the configuration allows (attempts, polls and restarts of one session; the idle 
 REAL_TIMEOUT = 60.0
 """Wall seconds one rule may take before the run counts as stalled."""
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(max(600, 30 * EXAMPLES))
 
 _counter = iter(range(1 << 62))
 
