@@ -55,6 +55,7 @@ from lpimg.wire import (
     build_downlink,
     parse_uplink,
 )
+from lpimg.wire.auth import TRAILER_SIZE
 
 
 class SessionState(Enum):
@@ -456,7 +457,8 @@ class ServerProtocol:
             frame = LayerCompleteFrame(len(reassembler.layer_sizes))
             self._complete(session, now)
             return frame
-        max_bitmap = self.config.downlink_mtu - 2
+        sealing = TRAILER_SIZE if session.key is not None else 0
+        max_bitmap = max(0, self.config.downlink_mtu - 2 - sealing)
         return reassembler.acknowledgement(max_bitmap, final=False)
 
     # -- session lifecycle -------------------------------------------------------------------
