@@ -249,3 +249,32 @@ def test_device_and_server_endpoints_authenticate_over_sim(arun: Any, tmp_path: 
     first, second, final = arun(main())
     assert first.completed and second.completed and final.reason == "complete"
     assert_exact(image, final)
+
+
+def test_bench_forge_is_registered_under_bench_and_prints_json() -> None:
+    import argparse
+    import contextlib
+    import io
+
+    from lpimg.bench import BENCHMARKS, add_bench_parser
+
+    assert "forge" in BENCHMARKS
+    parser = argparse.ArgumentParser(prog="lpimg")
+    add_bench_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bench", "forge", "--count", "40", "--payload-bytes", "300", "--json"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert args.func(args) == 0
+    result = json.loads(out.getvalue())
+    assert result["thrown"] == 40 and result["accepted"] == 0 and result["completed"]
+
+
+def test_inspect_reads_authenticated_frames() -> None:
+    from lpimg.endpoint.dissect import dissect_frame
+
+    start = dissect_frame(build_uplink(AuthStartFrame(0x0102, 49, b"\x01\x02")))
+    assert start.kind == "START_AUTH" and start.summary.startswith("START_AUTH session=0x0102")
+    sealed = seal_downlink(KEY, 77, build_downlink(ServerAbortFrame(AbortReason.REJECTED)))
+    down = dissect_frame(sealed, "down")
+    assert down.kind == "ABORT" and "counter=77" in down.summary
+    assert any("sealed" in note for note in down.notes)
