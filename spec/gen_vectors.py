@@ -422,31 +422,45 @@ def auth_vectors() -> dict[str, Any]:
             "note": "layer 0 is record 1: the descriptor is record 0",
         },
     ]
+    sid = 0x0102
     sealed = []
-    cases = [
-        ("ack-clean", AckFrame(32), 1_700_000_000),
-        ("ack-bitmap", AckFrame.from_received(3, [5, 6, 20], 8), 1_700_000_001),
-        ("layer-complete", LayerCompleteFrame(1), 1_700_000_002),
-        ("refine-region", RefineFrame(0, Region(2, 3, 4, 5), 7, 2), 1_700_000_003),
-        ("stop", StopFrame(), 1_700_000_004),
-        ("abort-unknown", ServerAbortFrame(AbortReason.UNKNOWN_SESSION), 1_700_000_005),
+    cases: list[tuple[str, Any, int, int | None]] = [
+        ("ack-clean", AckFrame(32), 1_700_000_000, sid),
+        ("ack-bitmap", AckFrame.from_received(3, [5, 6, 20], 8), 1_700_000_001, sid),
+        ("layer-complete", LayerCompleteFrame(1), 1_700_000_002, sid),
+        ("refine-region", RefineFrame(0, Region(2, 3, 4, 5), 7, 2), 1_700_000_003, sid),
+        ("stop", StopFrame(), 1_700_000_004, sid),
+        ("abort-rejected", ServerAbortFrame(AbortReason.REJECTED), 1_700_000_005, sid),
+        (
+            "abort-unknown-no-session",
+            ServerAbortFrame(AbortReason.UNKNOWN_SESSION),
+            1_700_000_006,
+            None,
+        ),
     ]
-    for name, frame, counter in cases:
+    for name, frame, counter, session in cases:
         plain = build_downlink(frame)
         sealed.append(
             {
                 "name": name,
+                "session_id": session,
                 "counter": counter,
                 "frame_hex": plain.hex(),
-                "mic": downlink_mic(key, counter, plain).hex(),
-                "hex": seal_downlink(key, counter, plain).hex(),
+                "mic": downlink_mic(key, counter, plain, session).hex(),
+                "hex": seal_downlink(key, counter, plain, session).hex(),
                 "fields": _decoded(frame),
             }
         )
-    genuine = seal_downlink(key, 1_700_000_004, build_downlink(StopFrame()))
+    stop = build_downlink(StopFrame())
+    genuine = seal_downlink(key, 1_700_000_004, stop, sid)
     flipped = bytes(genuine[:-1]) + bytes((genuine[-1] ^ 0x01,))
-    other = seal_downlink(bytes(16), 1_700_000_004, build_downlink(StopFrame()))
-    raised = build_downlink(StopFrame()) + (1_700_000_005).to_bytes(4, "big") + genuine[-4:]
+    other = seal_downlink(bytes(16), 1_700_000_004, stop, sid)
+    raised = stop + (1_700_000_005).to_bytes(4, "big") + genuine[-4:]
+    other_session = seal_downlink(key, 1_700_000_004, stop, sid + 1)
+    unbound_stop = seal_downlink(key, 1_700_000_004, stop, None)
+    unbound_abort = seal_downlink(
+        key, 1_700_000_006, build_downlink(ServerAbortFrame(AbortReason.UNKNOWN_SESSION)), None
+    )
     rejected = []
     for name, data, last, note in (
         ("stop-genuine", genuine, 1_700_000_003, "accepted: the counter is above the last one"),
@@ -455,16 +469,19 @@ def auth_vectors() -> dict[str, Any]:
         ("stop-mic-flipped", flipped, 0, "one bit of the MIC changed"),
         ("stop-other-key", other, 0, "sealed with another key (all zero)"),
         ("stop-counter-raised", raised, 0, "the counter changed, the MIC kept"),
-        ("plain-stop", build_downlink(StopFrame()), 0, "an unsealed frame"),
+        ("stop-other-session", other_session, 0, "genuine, but for session 0x0103"),
+        ("stop-no-session", unbound_stop, 0, "the no-session label carries only ABORT"),
+        ("abort-no-session", unbound_abort, 0, "accepted: an ABORT under the no-session label"),
+        ("plain-stop", stop, 0, "an unsealed frame"),
     ):
         try:
-            open_downlink(key, data, last)
+            open_downlink(key, data, last, sid)
             outcome = "accepted"
         except DownlinkRejected as error:
             outcome = error.cause
         rejected.append(
-            {"name": name, "hex": data.hex(), "last_counter": last, "outcome": outcome,
-             "note": note}
+            {"name": name, "hex": data.hex(), "session_id": sid, "last_counter": last,
+             "outcome": outcome, "note": note}
         )
     return {
         "key": key.hex(),

@@ -24,6 +24,7 @@ from lpimg.protocol import (
 from lpimg.protocol import device as device_module
 from lpimg.protocol.auth import (
     AuthError,
+    DownlinkRejected,
     KeyStore,
     load_device_key,
     open_downlink,
@@ -33,6 +34,8 @@ from lpimg.protocol.auth import (
 from lpimg.wire import (
     AbortReason,
     AuthStartFrame,
+    DataFrame,
+    LayerCompleteFrame,
     ServerAbortFrame,
     StartFrame,
     build_downlink,
@@ -151,7 +154,7 @@ def test_a_replayed_unknown_session_answer_cannot_restart_a_session() -> None:
     server = ServerProtocol(config, keys={"cam": KEY})
     _drive(device, server, steps=4)
     assert device.downlink_counter > 1  # counters follow the clock: 1 is long past
-    old = seal_downlink(KEY, 1, build_downlink(ServerAbortFrame(AbortReason.UNKNOWN_SESSION)))
+    old = seal_downlink(KEY, 1, build_downlink(ServerAbortFrame(AbortReason.UNKNOWN_SESSION)), None)
     device.receive_frame(old, 100.0)
     assert device.stats.rejections == {"replay": 1} and device.stats.restarts == 0
 
@@ -166,7 +169,7 @@ def test_the_forge_benchmark_rejects_every_forgery_and_the_session_completes() -
 
 
 def test_the_forge_benchmark_notices_a_device_that_does_not_check(monkeypatch: Any) -> None:
-    def trusting(key: bytes, data: bytes, last: int) -> tuple[bytes, int]:
+    def trusting(key: bytes, data: bytes, last: int, session_id: int) -> tuple[bytes, int]:
         frame, counter, _mic = split_sealed(data)
         return frame, counter
 
@@ -193,11 +196,37 @@ def test_keys_load_from_files_and_are_never_printed(tmp_path: Path) -> None:
 
 
 def test_open_downlink_checks_the_mic_before_the_counter() -> None:
-    sealed = seal_downlink(KEY, 10, b"\xc0")
-    assert open_downlink(KEY, sealed, 9) == (b"\xc0", 10)
-    with pytest.raises(Exception) as raised:
-        open_downlink(OTHER, sealed, 100)  # stale *and* forged: reported as forged
-    assert getattr(raised.value, "cause", None) == "bad_mic"
+    sealed = seal_downlink(KEY, 10, b"\xc0", 5)
+    assert open_downlink(KEY, sealed, 9, 5) == (b"\xc0", 10)
+    with pytest.raises(DownlinkRejected) as raised:
+        open_downlink(OTHER, sealed, 100, 5)  # stale *and* forged: reported as forged
+    assert raised.value.cause == "bad_mic"
+
+
+def test_a_downlink_of_another_session_does_not_verify() -> None:
+    """A genuine answer about the previous session, delivered late, must not end the next."""
+    with pytest.raises(DownlinkRejected) as raised:
+        open_downlink(KEY, seal_downlink(KEY, 10, b"\x40\x0d", 5), 0, 6)
+    assert raised.value.cause == "bad_mic"
+    abort = build_downlink(ServerAbortFrame(AbortReason.UNKNOWN_SESSION))
+    assert open_downlink(KEY, seal_downlink(KEY, 10, abort, None), 0, 6) == (abort, 10)
+    with pytest.raises(DownlinkRejected):  # without a session, only an ABORT is believed
+        open_downlink(KEY, seal_downlink(KEY, 10, b"\xc0", None), 0, 6)
+
+
+def test_a_late_answer_of_the_previous_session_cannot_complete_the_next() -> None:
+    first = DeviceSession(5, LAYERS, mtu=51, now=0.0, key=KEY)
+    server = ServerProtocol(keys={"cam": KEY})
+    _drive(first, server)
+    assert first.reason == "complete"
+    server.receive_frame("cam", build_uplink(DataFrame(1, b"x", ack=True)), 500.0)  # a duplicate
+    late = server.next_frame("cam", 501.0)
+    assert late is not None and isinstance(parse_downlink(split_sealed(late)[0]), LayerCompleteFrame)
+    second = DeviceSession(6, LAYERS, mtu=51, now=600.0, key=KEY,
+                           downlink_counter=first.downlink_counter)
+    server.receive_frame("cam", second.next_frame(600.0) or b"", 600.0)
+    second.receive_frame(late, 601.0)
+    assert not second.finished and second.stats.rejections == {"bad_mic": 1}
 
 
 def test_server_rejections_are_counted_by_cause_and_logged_once_per_device(
@@ -274,7 +303,7 @@ def test_inspect_reads_authenticated_frames() -> None:
 
     start = dissect_frame(build_uplink(AuthStartFrame(0x0102, 49, b"\x01\x02")))
     assert start.kind == "START_AUTH" and start.summary.startswith("START_AUTH session=0x0102")
-    sealed = seal_downlink(KEY, 77, build_downlink(ServerAbortFrame(AbortReason.REJECTED)))
+    sealed = seal_downlink(KEY, 77, build_downlink(ServerAbortFrame(AbortReason.REJECTED)), 5)
     down = dissect_frame(sealed, "down")
     assert down.kind == "ABORT" and "counter=77" in down.summary
     assert any("sealed" in note for note in down.notes)

@@ -271,7 +271,8 @@ class SystemMachine(RuleBasedStateMachine):
         data = build_downlink(frame)
         counter = (1 << 31) + self.rng.randrange(1 << 30)  # far above any genuine counter
         if how == "wrong_key":
-            data = seal_downlink(bytes(16), counter, data)
+            session = self.device.session if self.device is not None else None
+            data = seal_downlink(bytes(16), counter, data, session and session.session_id)
         elif how == "random_mic":
             data = data + counter.to_bytes(4, "big") + self.rng.randbytes(4)
         self.clock.inject_downlink(DEVICE, data)

@@ -212,17 +212,19 @@ def test_auth_vectors() -> None:
             check_layer_record(data, record_check(key, record["session_id"], record["record"] + 1))
     for sealed in vectors["sealed_downlinks"]:
         data = bytes.fromhex(sealed["hex"])
-        frame, counter = open_downlink(key, data, sealed["counter"] - 1)
+        session = 0x0102 if sealed["session_id"] is None else sealed["session_id"]
+        frame, counter = open_downlink(key, data, sealed["counter"] - 1, session)
         assert frame.hex() == sealed["frame_hex"] and counter == sealed["counter"]
         assert data[-4:].hex() == sealed["mic"]
         assert type(parse_downlink(frame)).__name__ == sealed["fields"]["type"]
     outcomes = set()
     for case in vectors["device_checks"]:
         try:
-            open_downlink(key, bytes.fromhex(case["hex"]), case["last_counter"])
+            open_downlink(key, bytes.fromhex(case["hex"]), case["last_counter"], case["session_id"])
             outcome = "accepted"
         except DownlinkRejected as error:
             outcome = error.cause
         assert outcome == case["outcome"], case["name"]
         outcomes.add(outcome)
     assert outcomes == {"accepted", "replay", "bad_mic", "malformed"}
+    assert {c["name"]: c["outcome"] for c in vectors["device_checks"]}["stop-other-session"] == "bad_mic"

@@ -3,13 +3,15 @@
 An authenticated session (spec section 15) runs between the real protocol cores on a scripted
 class A link (the server answers one second after each uplink it hears; seeded uplink and
 downlink loss). Before each genuine downlink reaches the device, a share of ``--count`` attacks
-is handed to the device core first, cycling through five kinds:
+is handed to the device core first, cycling through six kinds:
 
 - ``random_mic``: a well-formed frame (STOP, ABORT, LAYER_COMPLETE of everything, an ACK of
   everything, REFINE) with a fresh counter and a random MIC;
 - ``modified``: a genuine sealed downlink the device accepted, with one bit of its frame or of
   its counter flipped, MIC kept;
 - ``wrong_key``: a frame correctly sealed with a fresh counter under another random key;
+- ``other_session``: a frame sealed with the device's own key and a fresh counter, but for
+  another session of the device (what a late answer about its previous picture would be);
 - ``replay``: a genuine downlink the device already accepted, sent again verbatim;
 - ``unsealed``: a plain, valid frame of a session without authentication.
 
@@ -44,7 +46,7 @@ from lpimg.wire import (
 )
 from lpimg.wire.auth import MAX_COUNTER
 
-KINDS = ("random_mic", "modified", "wrong_key", "replay", "unsealed")
+KINDS = ("random_mic", "modified", "wrong_key", "other_session", "replay", "unsealed")
 DEVICE = "cam-forge"
 
 
@@ -64,7 +66,7 @@ def _plausible_frame(rng: random.Random, layers: int, fragments: int) -> bytes:
 
 
 def _forgery(
-    kind: str, rng: random.Random, device: DeviceSession, accepted: list[bytes]
+    kind: str, rng: random.Random, device: DeviceSession, accepted: list[bytes], key: bytes
 ) -> tuple[str, bytes]:
     """One attack of ``kind`` (a replay or modification needs a genuine downlink to work on;
     before the first one the attack falls back to a random MIC)."""
@@ -75,8 +77,13 @@ def _forgery(
     if kind == "random_mic":
         frame = _plausible_frame(rng, layers, fragments)
         return kind, frame + fresh.to_bytes(4, "big") + rng.randbytes(4)
+    session_id = device.session_id
     if kind == "wrong_key":
-        return kind, seal_downlink(rng.randbytes(16), fresh, _plausible_frame(rng, layers, fragments))
+        frame = _plausible_frame(rng, layers, fragments)
+        return kind, seal_downlink(rng.randbytes(16), fresh, frame, session_id)
+    if kind == "other_session":
+        other = (session_id + 1 + rng.randrange(0xFFFF)) & 0xFFFF
+        return kind, seal_downlink(key, fresh, _plausible_frame(rng, layers, fragments), other)
     if kind == "unsealed":
         return kind, _plausible_frame(rng, layers, fragments)
     genuine = rng.choice(accepted)
@@ -152,7 +159,7 @@ def run_forge(
                 share = count * min(max(gap - 1, 0), spread) // spread - done
                 for _ in range(share):
                     kind = KINDS[done % len(KINDS)]
-                    kind, forged = _forgery(kind, attack_rng, device, accepted_genuine)
+                    kind, forged = _forgery(kind, attack_rng, device, accepted_genuine, key)
                     before, state = device.stats.rejected, _state(device)
                     device.receive_frame(forged, now + 0.5)
                     thrown[kind] += 1
@@ -279,7 +286,7 @@ def _cmd(args: argparse.Namespace) -> int:
     print(f"{result['thrown']} forged or replayed downlinks: {result['rejected']} rejected, "
           f"{result['accepted']} accepted")
     for kind, row in result["by_kind"].items():
-        print(f"  {kind:<10} thrown {row['thrown']:>6}  rejected {row['rejected']:>6}  "
+        print(f"  {kind:<13} thrown {row['thrown']:>6}  rejected {row['rejected']:>6}  "
               f"accepted {row['accepted']:>3}")
     print(f"device rejections by cause: {result['device_rejections']}")
     print(f"genuine session: {result['reason']} (server delivered the exact layers: "

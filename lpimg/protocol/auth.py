@@ -7,9 +7,14 @@ then start with START_AUTH, and (spec/PROTOCOL.md section 15):
 - every record of the stream closes with ``AES-CMAC(K, "lpimg" 01 "R" | session id | record
   number | record bytes)`` truncated to 4 bytes instead of a CRC-32: the server delivers
   nothing the key holder did not send, for this session, at this place in the stream;
-- every downlink is sealed with a 32-bit counter and ``AES-CMAC(K, "lpimg" 01 "D" | counter |
-  frame)`` truncated to 4 bytes; the device accepts a downlink only if the MIC verifies and the
-  counter is above the last one it accepted, so a downlink can be neither forged nor replayed.
+- every downlink is sealed with a 32-bit counter and ``AES-CMAC(K, "lpimg" 01 "D" | session id
+  | counter | frame)`` truncated to 4 bytes; the device accepts a downlink only if the MIC
+  verifies for its own session and the counter is above the last one it accepted, so a
+  downlink can be neither forged, nor replayed, nor carried over from another session (an
+  answer the server sent for the previous session, delivered late, must not complete the
+  next one). Answers to a device the server holds no such session for (it cannot know the
+  session id of a DATA or POLL) use the label "U" and no session id, and a device accepts
+  only an ABORT under that label.
 
 The counter is per device and never goes back, across sessions and server restarts, without
 the server having to store it: a server uses ``max(last + 1, clock)`` with ``clock`` whole
@@ -42,6 +47,9 @@ KEY_SIZE = 16
 
 RECORD_DOMAIN = b"lpimg\x01R"
 DOWNLINK_DOMAIN = b"lpimg\x01D"
+"""A downlink about the device's session: the MIC covers the session id."""
+NO_SESSION_DOMAIN = b"lpimg\x01U"
+"""A server ABORT to a device it holds no session for (or not the one named)."""
 
 
 class AuthError(LpimgError):
@@ -73,14 +81,19 @@ def record_check(key: bytes, session_id: int, record: int) -> RecordCheck:
     return lambda covered: record_tag(key, session_id, record, covered)
 
 
-def downlink_mic(key: bytes, counter: int, frame: bytes) -> bytes:
-    """The 4-byte MIC of a downlink frame sent with ``counter``."""
-    return cmac(key, DOWNLINK_DOMAIN + counter.to_bytes(4, "big") + frame)[:TAG_SIZE]
+def downlink_mic(key: bytes, counter: int, frame: bytes, session_id: int | None) -> bytes:
+    """The 4-byte MIC of a downlink frame sent with ``counter`` about session ``session_id``
+    (None: an answer that belongs to no session the server holds)."""
+    if session_id is None:
+        message = NO_SESSION_DOMAIN + counter.to_bytes(4, "big") + frame
+    else:
+        message = DOWNLINK_DOMAIN + session_id.to_bytes(2, "big") + counter.to_bytes(4, "big") + frame
+    return cmac(key, message)[:TAG_SIZE]
 
 
-def seal_downlink(key: bytes, counter: int, frame: bytes) -> bytes:
+def seal_downlink(key: bytes, counter: int, frame: bytes, session_id: int | None) -> bytes:
     """A downlink frame with its counter and MIC appended."""
-    return seal_layout(frame, counter, downlink_mic(key, counter, frame))
+    return seal_layout(frame, counter, downlink_mic(key, counter, frame, session_id))
 
 
 class DownlinkRejected(LpimgError):
@@ -91,23 +104,31 @@ class DownlinkRejected(LpimgError):
         self.cause = cause
 
 
-def open_downlink(key: bytes, data: bytes, last_counter: int) -> tuple[bytes, int]:
-    """(frame, counter) of a sealed downlink that verifies and is fresh.
+def open_downlink(key: bytes, data: bytes, last_counter: int, session_id: int) -> tuple[bytes, int]:
+    """(frame, counter) of a sealed downlink for session ``session_id`` that verifies and is
+    fresh.
 
     Raises :class:`DownlinkRejected`: "malformed" if it cannot be a sealed frame, "bad_mic" if
-    the MIC does not verify (forged, damaged, another key), "replay" if the MIC verifies but
-    the counter is not above ``last_counter``. The MIC is checked before the counter, so an
-    unauthenticated frame never reads as a replay.
+    the MIC does not verify (forged, damaged, another key, another session; under the
+    no-session label anything but an ABORT), "replay" if the MIC verifies but the counter is
+    not above ``last_counter``. The MIC is checked before the counter, so an unauthenticated
+    frame never reads as a replay.
     """
     try:
         frame, counter, mic = split_sealed(data)
     except WireError as error:
         raise DownlinkRejected("malformed", str(error)) from error
-    if not hmac.compare_digest(downlink_mic(key, counter, frame), mic):
+    bound = hmac.compare_digest(downlink_mic(key, counter, frame, session_id), mic)
+    unbound = hmac.compare_digest(downlink_mic(key, counter, frame, None), mic)
+    if not (bound or (unbound and _is_server_abort(frame))):
         raise DownlinkRejected("bad_mic", "downlink MIC does not verify")
     if counter <= last_counter:
         raise DownlinkRejected("replay", f"downlink counter {counter} is not above {last_counter}")
     return frame, counter
+
+
+def _is_server_abort(frame: bytes) -> bool:
+    return len(frame) == 1 and frame[0] >> 4 == 0b1101
 
 
 class DownlinkSealer:
@@ -131,8 +152,10 @@ class DownlinkSealer:
             self._last.popitem(last=False)
         return counter
 
-    def seal(self, key: bytes, device: str, frame: bytes, clock: float) -> bytes:
-        return seal_downlink(key, self.next_counter(device, clock), frame)
+    def seal(
+        self, key: bytes, device: str, frame: bytes, clock: float, session_id: int | None
+    ) -> bytes:
+        return seal_downlink(key, self.next_counter(device, clock), frame, session_id)
 
 
 class KeyStore(Mapping[str, bytes]):

@@ -459,7 +459,9 @@ class DeviceSession:
         counter = None
         if self._key is not None:
             try:
-                data, counter = open_downlink(self._key, data, self._downlink_counter)
+                data, counter = open_downlink(
+                    self._key, data, self._downlink_counter, self.session_id
+                )
             except DownlinkRejected as rejected:
                 if rejected.cause == "malformed":
                     stats.malformed += 1

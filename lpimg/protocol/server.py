@@ -196,7 +196,7 @@ class ServerProtocol:
             reply, sealed = queued
             self.stats.downlinks += 1
             key = self.keys.get(device) if sealed else None
-            return reply if key is None else self._seal(key, device, reply, now)
+            return reply if key is None else self._seal(key, device, reply, now, None)
         session = self._sessions.get(device)
         if session is None or not session.window_open:
             return None
@@ -207,10 +207,14 @@ class ServerProtocol:
         session.requested = False
         self.stats.downlinks += 1
         data = build_downlink(frame)
-        return data if session.key is None else self._seal(session.key, device, data, now)
+        if session.key is None:
+            return data
+        return self._seal(session.key, device, data, now, session.session_id)
 
-    def _seal(self, key: bytes, device: str, frame: bytes, now: float) -> bytes:
-        return self._sealer.seal(key, device, frame, now + self.clock_offset)
+    def _seal(
+        self, key: bytes, device: str, frame: bytes, now: float, session_id: int | None
+    ) -> bytes:
+        return self._sealer.seal(key, device, frame, now + self.clock_offset, session_id)
 
     def get_timer(self) -> float | None:
         """The earliest idle timeout or retention expiry of any session."""
