@@ -216,6 +216,8 @@ class Device:
         self.key = None if key is None else check_key(key)
         """With a key every session is authenticated (spec section 15)."""
         self._logged: set[str] = set()
+        self._downlink_counter: int | None = None
+        """Read from the store on first use (see :attr:`downlink_counter`)."""
         self.session: DeviceSession | None = None
         """The running (or last) protocol session, for inspection."""
         self._encoder: ImageEncoder | None = None
@@ -313,16 +315,15 @@ class Device:
         It must never go back, or old downlinks could be replayed: it is carried from session
         to session and, with a store, kept in ``downlink-counter`` there across reboots.
         """
-        counter = getattr(self, "_downlink_counter", None)
-        if counter is None:
+        if self._downlink_counter is None:
             counter = 0
             if isinstance(self.store, DeviceStore):
                 try:
                     counter = int((self.store.path / COUNTER_FILE).read_text())
                 except (OSError, ValueError):
-                    counter = 0
+                    counter = 0  # none stored yet (or unreadable: nothing better to start from)
             self._downlink_counter = counter
-        return counter
+        return self._downlink_counter
 
     def _keep_counter(self, session: DeviceSession) -> None:
         if session.downlink_counter <= self.downlink_counter:
