@@ -21,16 +21,34 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from construct import Array, Construct, FormatField, GreedyBytes, Renamed, Struct, Terminated
+from construct import (
+    Array,
+    Bytes,
+    Construct,
+    FormatField,
+    GreedyBytes,
+    Renamed,
+    Struct,
+    Terminated,
+)
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from lpimg.protocol import DeviceSession, ProtocolConfig, Region, ServerProtocol  # noqa: E402
+from lpimg.protocol.auth import (  # noqa: E402
+    DownlinkRejected,
+    cmac,
+    downlink_mic,
+    open_downlink,
+    record_check,
+    seal_downlink,
+)
 from lpimg.protocol.events import LayerReceived, RefineRequested, SessionStarted  # noqa: E402
 from lpimg.wire import (  # noqa: E402
     AbortReason,
     AckFrame,
+    AuthStartFrame,
     DataFrame,
     Descriptor,
     DeviceAbortFrame,
@@ -51,7 +69,9 @@ from lpimg.wire import (  # noqa: E402
     encode_manifest,
     parse_downlink,
     parse_uplink,
+    split_sealed,
 )
+from lpimg.wire.auth import SEALED_TRAILER  # noqa: E402
 from lpimg.wire.downlink import DOWNLINK_SPECS  # noqa: E402
 from lpimg.wire.fields import BitFields, VarUInt  # noqa: E402
 from lpimg.wire.records import DESCRIPTOR_BODY, GROUP_BODY  # noqa: E402
@@ -70,6 +90,7 @@ FRAME_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
         StartFrame,
+        AuthStartFrame,
         DataFrame,
         PollFrame,
         ResumeFrame,
@@ -103,7 +124,7 @@ def to_json(value: Any) -> Any:
 
 
 def frame_from_json(kind: str, values: dict[str, Any]) -> Any:
-    """The inverse of :func:`to_json` for the ten frame types."""
+    """The inverse of :func:`to_json` for the eleven frame types."""
     cls = FRAME_TYPES[kind]
     arguments: dict[str, Any] = {}
     for field in fields(cls):
@@ -142,6 +163,11 @@ def uplink_vectors() -> list[dict[str, Any]]:
         ("resume", ResumeFrame(0x0102), "a rebooted device re-attaches"),
         ("abort-cancelled", DeviceAbortFrame(AbortReason.CANCELLED), "the application gave up"),
         ("abort-retries", DeviceAbortFrame(AbortReason.TOO_MANY_RETRIES), "out of polls"),
+        (
+            "start-auth",
+            AuthStartFrame(0x0102, 49, chunk),
+            "an authenticated session's start (section 15): START with kind 0101",
+        ),
     ]
     return [frame_vector(name, frame, build_uplink, note) for name, frame, note in cases]
 
@@ -255,17 +281,19 @@ def transcript(
     config: ProtocolConfig | None = None,
     manifest: Manifest | None = None,
     abort_on_start: AbortReason | None = None,
+    key: bytes | None = None,
 ) -> dict[str, Any]:
     """Run one session over a scripted class A link: the server answers right after each
     uplink it heard; uplink/downlink number k is lost when k is listed. With
     ``abort_on_start`` the server application aborts the session once its descriptor verified
-    (for example a reference it does not hold)."""
+    (for example a reference it does not hold). With ``key`` the session is authenticated
+    (downlink counters follow the transcript's clock)."""
     config = config or ProtocolConfig()
     device = DeviceSession(
         0x0102, layers, mtu=mtu, now=0.0, model_id=1, geometry=(320, 240), config=config,
-        manifest=manifest,
+        manifest=manifest, key=key,
     )
-    server = ServerProtocol(config)
+    server = ServerProtocol(config, keys={} if key is None else {"dev": key})
     frames: list[dict[str, Any]] = []
     delivered: list[str] = []
     now = 0.0
@@ -304,7 +332,7 @@ def transcript(
             if answer is not None:
                 lost_down = down in lose_down
                 frames.append({"t": now + 1.0, "dir": "down", "lost": lost_down,
-                               "hex": answer.hex(), "frame": _decoded(parse_downlink(answer))})
+                               "hex": answer.hex(), "frame": _decoded_downlink(answer, key)})
                 down += 1
                 if not lost_down:
                     device.receive_frame(answer, now + 1.0)
@@ -315,9 +343,11 @@ def transcript(
         extra["manifest"] = encode_manifest(manifest).hex()
     if abort_on_start is not None:
         extra["abort_on_start"] = abort_on_start.name
+    keyed = {} if key is None else {"key": key.hex()}
     return {
         "name": name,
         "note": note,
+        **keyed,
         "mtu": mtu,
         "session_id": 0x0102,
         "model_id": 1,
@@ -341,6 +371,13 @@ def transcript(
 
 def _decoded(frame: Any) -> dict[str, Any]:
     return {"type": type(frame).__name__, **to_json(frame)}
+
+
+def _decoded_downlink(data: bytes, key: bytes | None) -> dict[str, Any]:
+    if key is None:
+        return _decoded(parse_downlink(data))
+    frame, counter, mic = split_sealed(data)
+    return {**_decoded(parse_downlink(frame)), "counter": counter, "mic": mic.hex()}
 
 
 def transcripts() -> list[dict[str, Any]]:
@@ -379,7 +416,124 @@ def transcripts() -> list[dict[str, Any]]:
             manifest=REFERENCE_MANIFEST,
             abort_on_start=AbortReason.UNKNOWN_REFERENCE,
         ),
+        transcript(
+            "transfer-auth",
+            "an authenticated session (section 15) with the key of auth.json: two layers at a "
+            "24-byte MTU, window 8, uplink 3 and the first ACK lost; records end with AES-CMAC "
+            "tags, every downlink carries a counter and a MIC",
+            [pattern(40, 9), pattern(30, 10)],
+            24,
+            lose_up=(3,),
+            lose_down=(0,),
+            config=ProtocolConfig(window=8, ack_timeout=20.0),
+            key=AUTH_KEY,
+        ),
     ]
+
+
+# -- authenticated sessions ------------------------------------------------------------------
+
+AUTH_KEY = bytes(range(16))
+"""The key of every authenticated vector: 000102...0f."""
+
+
+def auth_vectors() -> dict[str, Any]:
+    """Keys, record tags and sealed downlinks of section 15, with expected rejections."""
+    key = AUTH_KEY
+    rfc4493 = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+    message = bytes.fromhex("6bc1bee22e409f96e93d7e117393172a")
+    descriptor = Descriptor(1, 320, 240, (9,))
+    records = [
+        {
+            "name": "descriptor",
+            "session_id": 0x0102,
+            "record": 0,
+            "hex": build_descriptor(descriptor, record_check(key, 0x0102, 0)).hex(),
+            "fields": to_json(descriptor),
+            "note": "record 0; its last 4 bytes are the tag, where a plain session has the CRC",
+        },
+        {
+            "name": "layer-123456789",
+            "session_id": 0x0102,
+            "record": 1,
+            "hex": build_layer_record(b"123456789", record_check(key, 0x0102, 1)).hex(),
+            "fields": {"data": b"123456789".hex()},
+            "note": "layer 0 is record 1: the descriptor is record 0",
+        },
+    ]
+    sid = 0x0102
+    sealed = []
+    cases: list[tuple[str, Any, int, int | None]] = [
+        ("ack-clean", AckFrame(32), 1_700_000_000, sid),
+        ("ack-bitmap", AckFrame.from_received(3, [5, 6, 20], 8), 1_700_000_001, sid),
+        ("layer-complete", LayerCompleteFrame(1), 1_700_000_002, sid),
+        ("refine-region", RefineFrame(0, Region(2, 3, 4, 5), 7, 2), 1_700_000_003, sid),
+        ("stop", StopFrame(), 1_700_000_004, sid),
+        ("abort-rejected", ServerAbortFrame(AbortReason.REJECTED), 1_700_000_005, sid),
+        (
+            "abort-unknown-no-session",
+            ServerAbortFrame(AbortReason.UNKNOWN_SESSION),
+            1_700_000_006,
+            None,
+        ),
+    ]
+    for name, frame, counter, session in cases:
+        plain = build_downlink(frame)
+        sealed.append(
+            {
+                "name": name,
+                "session_id": session,
+                "counter": counter,
+                "frame_hex": plain.hex(),
+                "mic": downlink_mic(key, counter, plain, session).hex(),
+                "hex": seal_downlink(key, counter, plain, session).hex(),
+                "fields": _decoded(frame),
+            }
+        )
+    stop = build_downlink(StopFrame())
+    genuine = seal_downlink(key, 1_700_000_004, stop, sid)
+    flipped = bytes(genuine[:-1]) + bytes((genuine[-1] ^ 0x01,))
+    other = seal_downlink(bytes(16), 1_700_000_004, stop, sid)
+    raised = stop + (1_700_000_005).to_bytes(4, "big") + genuine[-4:]
+    other_session = seal_downlink(key, 1_700_000_004, stop, sid + 1)
+    unbound_stop = seal_downlink(key, 1_700_000_004, stop, None)
+    unbound_abort = seal_downlink(
+        key, 1_700_000_006, build_downlink(ServerAbortFrame(AbortReason.UNKNOWN_SESSION)), None
+    )
+    rejected = []
+    for name, data, last, note in (
+        ("stop-genuine", genuine, 1_700_000_003, "accepted: the counter is above the last one"),
+        ("stop-replayed", genuine, 1_700_000_004, "the same frame again: not above the last"),
+        ("stop-older", genuine, 1_700_000_010, "an old frame after a newer one"),
+        ("stop-mic-flipped", flipped, 0, "one bit of the MIC changed"),
+        ("stop-other-key", other, 0, "sealed with another key (all zero)"),
+        ("stop-counter-raised", raised, 0, "the counter changed, the MIC kept"),
+        ("stop-other-session", other_session, 0, "genuine, but for session 0x0103"),
+        ("stop-no-session", unbound_stop, 0, "the no-session label carries only ABORT"),
+        ("abort-no-session", unbound_abort, 0, "accepted: an ABORT under the no-session label"),
+        ("plain-stop", stop, 0, "an unsealed frame"),
+    ):
+        try:
+            open_downlink(key, data, last, sid)
+            outcome = "accepted"
+        except DownlinkRejected as error:
+            outcome = error.cause
+        rejected.append(
+            {"name": name, "hex": data.hex(), "session_id": sid, "last_counter": last,
+             "outcome": outcome, "note": note}
+        )
+    return {
+        "key": key.hex(),
+        "cmac_check": {
+            "note": "RFC 4493 example 2 (AES-128, one block), to check the CMAC itself",
+            "key": rfc4493.hex(),
+            "message": message.hex(),
+            "cmac": cmac(rfc4493, message).hex(),
+        },
+        "records": records,
+        "sealed_downlinks": sealed,
+        "device_checks": rejected,
+    }
 
 
 # -- byte tables -----------------------------------------------------------------------------
@@ -428,6 +582,8 @@ def table(declaration: Struct) -> list[str]:
             size, encoding = None, f"{count} x varint"
         elif inner is GreedyBytes or isinstance(inner, type(GreedyBytes)):
             size, encoding = None, "bytes to the end"
+        elif isinstance(inner, Bytes) and isinstance(inner.length, int):
+            size, encoding = inner.length, f"{inner.length} bytes"
         else:  # pragma: no cover - a new construct type needs a line here
             raise TypeError(f"no table form for {inner!r}")
         where = f"{offset}" if isinstance(offset, int) else offset
@@ -456,6 +612,12 @@ def tables() -> str:
         parts.append("")
         parts.extend(table(declaration))
         parts.append("")
+    parts.append("### Authenticated sessions")
+    parts.append("")
+    parts.append("#### Sealed downlink trailer (section 15): byte 0 is the first byte after the frame")
+    parts.append("")
+    parts.extend(table(SEALED_TRAILER))
+    parts.append("")
     parts.append(END)
     return "\n".join(parts)
 
@@ -497,6 +659,7 @@ def outputs() -> dict[Path, str]:
         VECTORS / "uplink.json": dump(uplink_vectors()),
         VECTORS / "downlink.json": dump(downlink_vectors()),
         VECTORS / "records.json": dump(record_vectors()),
+        VECTORS / "auth.json": dump(auth_vectors()),
     }
     for session in transcripts():
         files[VECTORS / f"{session['name']}.json"] = dump(session)

@@ -164,3 +164,34 @@ def test_send_fails_with_a_reason(mosquitto: Any, tmp_path: Path, capsys: pytest
     assert "lpimg: send failed: lonely: session" in capsys.readouterr().err
     assert main(["send", str(picture), "--link", "sim://lorawan-eu868:dr3", "--device", "x"]) == 2
     assert "in-process" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(180)  # three processes each load the codec; slow on a loaded machine
+def test_send_and_serve_with_keys(mosquitto: Any, tmp_path: Path) -> None:
+    """``--key-file`` on both sides: the keyed device gets through; without its key it is told
+    it was rejected, in plain words, and nothing of it reaches the output."""
+    picture = tmp_path / "cam.png"
+    Image.fromarray(crop(width=32, height=32)).save(picture)
+    key = "00112233445566778899aabbccddeeff"
+    (tmp_path / "keys.json").write_text(json.dumps({"key-cam": key}))
+    (tmp_path / "cam.key").write_text(key + "\n")
+    out = tmp_path / "out"
+    server = lpimg("serve", "--link", mosquitto.url(), "--out", str(out), "--once",
+                   "--key-file", str(tmp_path / "keys.json"))
+    try:
+        wait_for_line(server, "serving")
+        keyless = lpimg("send", str(picture), "--link", mosquitto.url(mtu=24), "--device", "key-cam",
+                        "--ack-timeout", "2")
+        _, refused = keyless.communicate(timeout=60)
+        assert keyless.returncode == 1, refused
+        sender = lpimg("send", str(picture), "--link", mosquitto.url(mtu=24), "--device", "key-cam",
+                       "--key-file", str(tmp_path / "cam.key"), "--store", str(tmp_path / "store"),
+                       "--ack-timeout", "2")
+        sent = finish(sender)
+        served = finish(server)
+    finally:
+        server.kill()
+    assert "aborted: rejected" in refused
+    assert "key-cam: session" in sent and ": complete;" in sent
+    assert "(complete)" in served
+    assert (tmp_path / "store" / "downlink-counter").read_text().strip().isdigit()

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from lpimg.errors import WireError
 from lpimg.protocol import DeviceSession, ProtocolConfig, Region, ServerProtocol
+from lpimg.protocol.auth import DownlinkRejected, cmac, open_downlink, record_check
 from lpimg.wire import (
     AbortReason,
     Descriptor,
@@ -117,7 +119,8 @@ TRANSCRIPTS = sorted(path.name for path in VECTORS.glob("transfer-*.json"))
 @pytest.mark.parametrize("name", TRANSCRIPTS)
 def test_a_server_fed_the_recorded_uplinks_answers_the_recorded_downlinks(name: str) -> None:
     session = _load(name)
-    server = ServerProtocol(ProtocolConfig(**session["config"]))
+    keys = {"dev": bytes.fromhex(session["key"])} if "key" in session else {}
+    server = ServerProtocol(ProtocolConfig(**session["config"]), keys=keys)
     refine = session["refine"]
     frames = session["frames"]
     abort_on_start = session.get("abort_on_start")
@@ -159,6 +162,7 @@ def test_a_device_fed_the_recorded_downlinks_sends_the_recorded_uplinks(name: st
         geometry=tuple(session["geometry"]),
         config=ProtocolConfig(**session["config"]),
         manifest=decode_manifest(bytes.fromhex(session.get("manifest", ""))),
+        key=bytes.fromhex(session["key"]) if "key" in session else None,
     )
     refine = session["refine"]
     for record in session["frames"]:
@@ -191,3 +195,41 @@ def test_the_spec_has_every_frame_table() -> None:
         assert f"#### {title} (" in spec
     assert spec.count("#### ABORT (") == 2
     assert "| `window` | device | 32 |" in spec
+
+
+def test_auth_vectors() -> None:
+    """Section 15: the CMAC itself, record tags, sealed downlinks and what a device rejects."""
+    vectors = _load("auth.json")
+    key = bytes.fromhex(vectors["key"])
+    check = vectors["cmac_check"]
+    assert cmac(bytes.fromhex(check["key"]), bytes.fromhex(check["message"])).hex() == check["cmac"]
+    assert check["cmac"] == "070a16b46b4d4144f79bdd9dd04a287c"  # RFC 4493, example 2
+    for record in vectors["records"]:
+        data = bytes.fromhex(record["hex"])
+        tag = record_check(key, record["session_id"], record["record"])
+        if "data" in record["fields"]:
+            assert check_layer_record(data, tag).hex() == record["fields"]["data"]
+        else:
+            assert parse_descriptor(data, tag).layer_sizes == tuple(record["fields"]["layer_sizes"])
+            with pytest.raises(WireError):
+                parse_descriptor(data)  # a tag is not a CRC
+        with pytest.raises(WireError):  # nor is it valid at another place in the stream
+            check_layer_record(data, record_check(key, record["session_id"], record["record"] + 1))
+    for sealed in vectors["sealed_downlinks"]:
+        data = bytes.fromhex(sealed["hex"])
+        session = 0x0102 if sealed["session_id"] is None else sealed["session_id"]
+        frame, counter = open_downlink(key, data, sealed["counter"] - 1, session)
+        assert frame.hex() == sealed["frame_hex"] and counter == sealed["counter"]
+        assert data[-4:].hex() == sealed["mic"]
+        assert type(parse_downlink(frame)).__name__ == sealed["fields"]["type"]
+    outcomes = set()
+    for case in vectors["device_checks"]:
+        try:
+            open_downlink(key, bytes.fromhex(case["hex"]), case["last_counter"], case["session_id"])
+            outcome = "accepted"
+        except DownlinkRejected as error:
+            outcome = error.cause
+        assert outcome == case["outcome"], case["name"]
+        outcomes.add(outcome)
+    assert outcomes == {"accepted", "replay", "bad_mic", "malformed"}
+    assert {c["name"]: c["outcome"] for c in vectors["device_checks"]}["stop-other-session"] == "bad_mic"

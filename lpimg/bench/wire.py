@@ -27,6 +27,7 @@ from lpimg.errors import LpimgError
 from lpimg.wire import (
     AbortReason,
     AckFrame,
+    AuthStartFrame,
     DataFrame,
     DeviceAbortFrame,
     LayerCompleteFrame,
@@ -56,6 +57,7 @@ def sample_frames() -> list[tuple[str, str, object]]:
     rng = random.Random("lpimg-bench-wire")
     return [
         ("START", "uplink", StartFrame(0x1234, 49, rng.randbytes(46))),
+        ("START_AUTH", "uplink", AuthStartFrame(0x1234, 49, rng.randbytes(46))),
         ("DATA", "uplink", DataFrame(300, rng.randbytes(49), ack=True)),
         ("POLL", "uplink", PollFrame()),
         ("RESUME", "uplink", ResumeFrame(0x1234)),

@@ -82,7 +82,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
     async def main() -> Any:
         async with open_device_link(args.link, args.device) as link:
-            device = Device(link, model=args.model, store=args.store, config=_config(args), pacing=pacing)
+            device = Device(link, model=args.model, store=args.store, config=_config(args), pacing=pacing,
+                            key=_device_key(args))
             reference = "auto" if args.reference == "auto" else None
             return await device.send(args.image, layers=args.layers, timeout=args.timeout,
                                      reference=reference)
@@ -111,6 +112,24 @@ def _reference_note(result: Any) -> str:
     return f"; coded against reference {result.reference_id:04x}"
 
 
+def _device_key(args: argparse.Namespace) -> bytes | None:
+    """``send --key-file``: 32 hex digits, or a key store file holding this device's key."""
+    if not args.key_file:
+        return None
+    from lpimg.protocol.auth import load_device_key
+
+    return load_device_key(args.key_file, args.device)
+
+
+def _key_store(args: argparse.Namespace) -> Any:
+    """``serve --key-file``: a JSON object of device id -> 32 hex digits."""
+    if not args.key_file:
+        return None
+    from lpimg.protocol.auth import KeyStore
+
+    return KeyStore.load(args.key_file)
+
+
 # -- serve ---------------------------------------------------------------------------------
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -133,7 +152,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             # this process is killed the next instant.
             server = Server(link, model=args.model, config=_config(args), policies=policies,
                             devices=devices, state=args.state, state_sync=args.state_sync,
-                            decode=not args.no_decode, on_update=lambda update: write_update(out, update))
+                            decode=not args.no_decode, on_update=lambda update: write_update(out, update),
+                            keys=_key_store(args))
             updates = server.updates()
             async with server:
                 print(f"serving {args.link}, writing to {out}", flush=True)
@@ -265,6 +285,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duty-cycle", metavar="PROFILE", default=None,
                    help="enforce a region's duty cycle with LoRa airtime, e.g. lorawan-eu868:dr3")
     p.add_argument("--ack-timeout", type=float, default=None, help="seconds before polling the server")
+    p.add_argument("--key-file", default=None,
+                   help="this device's 128-bit key (32 hex digits, or a JSON key store): "
+                        "authenticated sessions (spec section 15)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_send)
 
@@ -274,6 +297,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, default=None, help="stop each picture after this many layer bytes")
     p.add_argument("--once", action="store_true", help="exit after the first picture ends (0: delivered)")
     p.add_argument("--devices", default=None, help="comma-separated device ids to accept (default: all)")
+    p.add_argument("--key-file", default=None,
+                   help='JSON {"device id": "32 hex digits"}: these devices must authenticate')
     p.add_argument("--model", default="lpimg-b1")
     p.add_argument("--ack-timeout", type=float, default=None)
     p.add_argument("--idle-timeout", type=float, default=None,

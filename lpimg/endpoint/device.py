@@ -57,7 +57,7 @@ from lpimg.endpoint.coding import (
 )
 from lpimg.endpoint.references import HeldReference
 from lpimg.endpoint.sim import SimDeviceLink
-from lpimg.endpoint.store import DeviceStore, StoredSession, StoreError
+from lpimg.endpoint.store import DeviceStore, StoredSession, StoreError, atomic_write
 from lpimg.errors import CodecError, LinkError, LpimgError, ProtocolError
 from lpimg.link.base import DeviceLink
 from lpimg.link.sim.budget import DutyCycle
@@ -70,6 +70,8 @@ from lpimg.protocol import (
     ProtocolConfig,
     RefineRequested,
 )
+from lpimg.protocol.auth import check_key
+from lpimg.protocol.stats import DEVICE_CAUSES
 from lpimg.wire import MAX_MTU, MIN_MTU, AbortReason, Manifest, decode_manifest, encode_manifest
 
 if TYPE_CHECKING:
@@ -80,6 +82,9 @@ if TYPE_CHECKING:
     Encoder = ImageEncoder | ConditionalEncoder
 
 log = logging.getLogger("lpimg.endpoint.device")
+
+COUNTER_FILE = "downlink-counter"
+"""In the store directory: the last downlink counter accepted (authenticated sessions)."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,7 @@ class Device:
         pacing: Pacing | None = None,
         mtu: int | None = None,
         on_event: EventHook | None = None,
+        key: bytes | None = None,
     ) -> None:
         self.link = link
         self._codec = codec
@@ -228,6 +234,11 @@ class Device:
         if self.mtu < MIN_MTU:
             raise LinkError(f"the link carries {self.mtu}-byte frames; lpimg needs at least {MIN_MTU}")
         self.on_event = on_event
+        self.key = None if key is None else check_key(key)
+        """With a key every session is authenticated (spec section 15)."""
+        self._logged: set[str] = set()
+        self._downlink_counter: int | None = None
+        """Read from the store on first use (see :attr:`downlink_counter`)."""
         self.session: DeviceSession | None = None
         """The running (or last) protocol session, for inspection."""
         self._encoder: Encoder | None = None
@@ -394,6 +405,44 @@ class Device:
         log.info("reference is now session %04x (%d layers, %s)", session.session_id, count,
                  state.hash().hex())
 
+    # -- downlink counter (authenticated sessions) ----------------------------------------------
+
+    @property
+    def downlink_counter(self) -> int:
+        """The last downlink counter this device accepted (spec section 15).
+
+        It must never go back, or old downlinks could be replayed: it is carried from session
+        to session and, with a store, kept in ``downlink-counter`` there across reboots.
+        """
+        if self._downlink_counter is None:
+            counter = 0
+            if isinstance(self.store, DeviceStore):
+                try:
+                    counter = int((self.store.path / COUNTER_FILE).read_text())
+                except (OSError, ValueError):
+                    counter = 0  # none stored yet (or unreadable: nothing better to start from)
+            self._downlink_counter = counter
+        return self._downlink_counter
+
+    def _keep_counter(self, session: DeviceSession) -> None:
+        if session.downlink_counter <= self.downlink_counter:
+            return
+        self._downlink_counter = session.downlink_counter
+        if isinstance(self.store, DeviceStore):
+            try:
+                atomic_write(self.store.path / COUNTER_FILE, str(self._downlink_counter).encode())
+            except OSError as exc:
+                log.warning("could not store the downlink counter: %s", exc)
+
+    def _log_rejections(self, session: DeviceSession) -> None:
+        """Log each cause of dropped downlinks once per device (they are all counted)."""
+        for cause in session.stats.take_fresh():
+            if cause in self._logged:
+                continue
+            self._logged.add(cause)
+            log.warning("session %04x: dropped a downlink (%s: %s); further ones are only counted",
+                        session.session_id, cause, DEVICE_CAUSES.get(cause, cause))
+
     # -- starting and resuming ---------------------------------------------------------------
 
     def _load_stored(self) -> StoredSession | None:
@@ -444,7 +493,7 @@ class Device:
             session = DeviceSession(
                 session_id, list(encoded.layers), mtu=self.mtu, now=self._now(),
                 model_id=header.model_id, geometry=(header.width, header.height), manifest=full,
-                config=self.config,
+                config=self.config, key=self.key, downlink_counter=self.downlink_counter,
             )
         except ProtocolError as exc:
             raise CodecError(f"these layers cannot be sent over this link: {exc}") from exc
@@ -490,7 +539,7 @@ class Device:
         session = DeviceSession.resume(
             stored.session_id, layers, mtu=stored.mtu, now=self._now(), model_id=stored.model_id,
             geometry=(stored.width, stored.height), manifest=manifest, config=self.config,
-            added_groups=stored.groups,
+            added_groups=stored.groups, key=self.key, downlink_counter=self.downlink_counter,
         )
         self._stored = stored
         self._specs = list(stored.specs)
@@ -528,6 +577,7 @@ class Device:
                 reply = await link.recv(0)
                 if reply is not None:
                     session.receive_frame(reply, self._now())
+                    self._after_downlink(session)
                     pacer.heard()
                     wants_send = True
                     continue
@@ -556,6 +606,7 @@ class Device:
                 reply = await link.recv(None if wake is None else max(0.0, wake - now))
                 if reply is not None:
                     session.receive_frame(reply, self._now())
+                    self._after_downlink(session)
                     pacer.heard()
                     wants_send = True
         except LinkError as exc:
@@ -570,6 +621,11 @@ class Device:
         result = self._result(session, completed, reason, resumed, started, finished=True)
         self._advance_reference(session)
         return replace(result, reference_id=self._named)
+
+    def _after_downlink(self, session: DeviceSession) -> None:
+        if self.key is not None:
+            self._keep_counter(session)
+        self._log_rejections(session)
 
     def _result(
         self, session: DeviceSession, completed: bool, reason: str, resumed: bool, started: float,

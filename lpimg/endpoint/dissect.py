@@ -26,7 +26,9 @@ from construct import Array, Construct, FormatField, GreedyBytes, Renamed, Struc
 from lpimg.errors import WireError
 from lpimg.wire import (
     CRC_SIZE,
+    TRAILER_SIZE,
     AbortReason,
+    AuthStartFrame,
     DataFrame,
     StartFrame,
     decode_manifest,
@@ -35,6 +37,7 @@ from lpimg.wire import (
     parse_downlink,
     parse_group_header,
     parse_uplink,
+    split_sealed,
 )
 from lpimg.wire.crc import crc32_bytes
 from lpimg.wire.downlink import DOWNLINK_SPECS, AckFrame
@@ -140,6 +143,9 @@ def walk(declaration: Struct, container: Any, data: bytes, base: int = 0) -> lis
 
 
 def _spec_for(frame: Any, specs: Iterable[FrameSpec[Any]]) -> FrameSpec[Any]:
+    for spec in specs:  # the exact type first: an authenticated start is also a start
+        if type(frame) is spec.frame_type:
+            return spec
     for spec in specs:
         if isinstance(frame, spec.frame_type):
             return spec
@@ -156,7 +162,8 @@ def _summary(frame: Any) -> tuple[str, list[str]]:
         return f"ACK next={frame.next} bitmap={frame.bitmap.hex() or '-'}", notes
     if isinstance(frame, StartFrame):
         notes.append(f"fragment 0 carries stream bytes 0..{len(frame.chunk) - 1}")
-        return (f"START session={frame.session_id:#06x} F={frame.fragment_size} "
+        kind = "START_AUTH" if isinstance(frame, AuthStartFrame) else "START"
+        return (f"{kind} session={frame.session_id:#06x} F={frame.fragment_size} "
                 f"chunk={len(frame.chunk)} ack={int(frame.ack)} v{frame.version}"), notes
     if isinstance(frame, DataFrame):
         return f"DATA index={frame.index} {len(frame.payload)} bytes ack={int(frame.ack)}", notes
@@ -180,6 +187,10 @@ def dissect_frame(data: bytes, direction: Direction = "auto") -> Dissection:
         except WireError as exc:
             attempts.append((side, None, str(exc)))
     good = [a for a in attempts if a[1] is not None]
+    if not good and direction in ("auto", "down"):
+        sealed = _dissect_sealed(data)
+        if sealed is not None:
+            return sealed
     if not good:
         reasons = "; ".join(f"as {side}link: {error}" for side, _, error in attempts)
         return Dissection("?", direction, data, error=reasons)
@@ -192,6 +203,23 @@ def dissect_frame(data: bytes, direction: Direction = "auto") -> Dissection:
         notes.append(f"also parses as a {other_side}link {_summary(other)[0]}")
     return Dissection(spec.name, side, data, walk(spec.declaration, container, data), summary,
                       None, notes, frame)
+
+
+def _dissect_sealed(data: bytes) -> Dissection | None:
+    """A downlink of an authenticated session (spec section 15): a frame, a counter and a MIC.
+    The MIC cannot be checked without the device's key; only the layout is read."""
+    try:
+        inner, counter, mic = split_sealed(data)
+        frame = parse_downlink(inner)
+    except WireError:
+        return None
+    spec = _spec_for(frame, DOWNLINK_SPECS)
+    container = spec.declaration.parse(inner)
+    summary, notes = _summary(frame)
+    notes.append(f"sealed (section 15): counter={counter} MIC={mic.hex()} in the last "
+                 f"{TRAILER_SIZE} bytes; the MIC is not checked without the device's key")
+    return Dissection(spec.name, "down", data, walk(spec.declaration, container, inner),
+                      f"{summary} counter={counter}", None, notes, frame)
 
 
 def reassemble(frames: Iterable[bytes]) -> tuple[bytes, list[str]]:

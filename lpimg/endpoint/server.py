@@ -36,7 +36,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -63,6 +63,7 @@ from lpimg.protocol import (
     SessionStarted,
     Stopped,
 )
+from lpimg.protocol.stats import SERVER_CAUSES
 from lpimg.wire import AbortReason, Manifest, Region, decode_manifest, encode_manifest
 
 if TYPE_CHECKING:
@@ -307,12 +308,15 @@ class Server:
         queue_size: int = 1024,
         state: str | Path | ServerStore | None = None,
         state_sync: str = "full",
+        keys: Mapping[str, bytes] | None = None,
     ) -> None:
         self.link = link
         self._codec = codec
         self._model = model
         self.decode = decode
-        self.protocol = ServerProtocol(config)
+        # Sealed downlinks count on Unix time (spec section 15); sim:// runs on its own clock.
+        offset = 0.0 if isinstance(link, SimServerLink) else time.time() - time.monotonic()
+        self.protocol = ServerProtocol(config, keys=keys, clock_offset=offset)
         self.policies = list(policies)
         self._devices = devices
         self.on_update = on_update
@@ -421,6 +425,15 @@ class Server:
             if queue in self._subscribers:
                 self._subscribers.remove(queue)
 
+    @property
+    def rejections(self) -> dict[str, int]:
+        """Every uplink refused, by cause (``lpimg.protocol.stats.SERVER_CAUSES``, plus
+        ``unknown_device`` for devices this server does not serve)."""
+        found = dict(self.protocol.stats.rejections)
+        if self.counters.unknown_devices:
+            found["unknown_device"] = self.counters.unknown_devices
+        return found
+
     def session(self, device: str) -> SessionHandle:
         """The current (or last) session of ``device``; :class:`lpimg.LpimgError` if none."""
         record = self._records.get(device)
@@ -503,7 +516,9 @@ class Server:
         protocol.receive_frame(device, frame, now)
         if protocol.stats.malformed > malformed:
             counters.malformed += 1
-            self._warn_once("malformed", device, "malformed uplink from %r: %s", device, frame[:16].hex())
+        for cause in protocol.stats.take_fresh():
+            self._warn_once(cause, device, "%r: rejected an uplink (%s: %s): %s", device, cause,
+                            SERVER_CAUSES.get(cause, cause), frame[:16].hex())
         if protocol.stats.limit_rejections != limited:
             self._warn_limits(device, limited)
         elif protocol.stats.malformed == malformed:

@@ -38,9 +38,10 @@ The model (per device, with the network shared):
 
 Query parameters: ``loss`` (both directions), ``uplink_loss``, ``downlink_loss``, ``burst``
 (mean burst length in frames: Gilbert-Elliott bursts at the same mean loss), ``seed``,
-``duplicate``/``truncate``/``bitflip`` (adversarial impairments of frames that do arrive,
-probabilities), ``fair_use``, ``gateway_dc``, ``net`` (network name, default ``default``) and
-``device`` (device side: the device id). All ends of one network must give the same settings.
+``duplicate``/``truncate``/``bitflip``/``reorder`` (adversarial impairments of frames that do
+arrive, probabilities; a reordered frame is delayed by up to 5 s so later ones overtake it),
+``fair_use``, ``gateway_dc``, ``net`` (network name, default ``default``) and ``device``
+(device side: the device id). All ends of one network must give the same settings.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class SimSettings:
     duplicate: float = 0.0
     truncate: float = 0.0
     bitflip: float = 0.0
+    reorder: float = 0.0
     fair_use: bool = False
     gateway_dc: bool = False
     net: str = "default"
@@ -103,8 +105,9 @@ class SimSettings:
         return IndependentLoss(rate)
 
     def impairments(self) -> Impairments | None:
-        if self.duplicate or self.truncate or self.bitflip:
-            return Impairments(duplicate=self.duplicate, truncate=self.truncate, bitflip=self.bitflip)
+        if self.duplicate or self.truncate or self.bitflip or self.reorder:
+            return Impairments(duplicate=self.duplicate, truncate=self.truncate, bitflip=self.bitflip,
+                               reorder=self.reorder)
         return None
 
 
@@ -127,6 +130,7 @@ def parse_sim_url(url: LinkURL) -> SimSettings:
         duplicate=url.take_float("duplicate", 0.0, 0.0, 1.0),
         truncate=url.take_float("truncate", 0.0, 0.0, 1.0),
         bitflip=url.take_float("bitflip", 0.0, 0.0, 1.0),
+        reorder=url.take_float("reorder", 0.0, 0.0, 1.0),
         fair_use=url.take_bool("fair_use", False),
         gateway_dc=url.take_bool("gateway_dc", False),
         net=url.take_str("net", "default") or "default",
@@ -314,6 +318,38 @@ class SimNetwork:
             if self._woke:
                 break
         self._maybe_advance()
+
+    async def wait_until(self, time: float) -> None:
+        """Wait until the virtual clock reaches ``time``, as an observer, not a link end.
+
+        For a test or a simulation script that acts at chosen instants (reboot a device, inject a
+        frame): the clock still moves only when no link end's owner can act, and stops at
+        ``time`` so the caller runs before anything later happens.
+        """
+        future: asyncio.Future[None] = self._loop.create_future()
+
+        def wake() -> None:
+            if not future.done():
+                future.set_result(None)
+                self._woke = True
+
+        self.schedule(time, wake)
+        await future
+
+    # -- forgers -------------------------------------------------------------------------------
+
+    def inject_uplink(self, device_id: str, frame: bytes) -> None:
+        """A forger's frame claiming to come from ``device_id`` reaches the server now (no
+        airtime, no loss: the forger is assumed to have a good radio and no duty cycle)."""
+        server = self.server
+        if server is not None and not server.closed:
+            server._deliver(device_id, bytes(frame))
+
+    def inject_downlink(self, device_id: str, frame: bytes) -> None:
+        """A forger's frame reaches ``device_id`` now, outside any receive window."""
+        device = self.devices.get(device_id)
+        if device is not None:
+            device._deliver(bytes(frame))
 
     # -- membership --------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from lpimg.errors import ProtocolError, WireError
 from lpimg.protocol import layout
+from lpimg.protocol.auth import DownlinkRejected, check_key, open_downlink, record_check
 from lpimg.protocol.config import RECEIVE_SPAN, ProtocolConfig
 from lpimg.protocol.events import (
     Aborted,
@@ -34,6 +35,7 @@ from lpimg.wire import (
     MIN_MTU,
     AbortReason,
     AckFrame,
+    AuthStartFrame,
     DataFrame,
     Descriptor,
     DeviceAbortFrame,
@@ -54,6 +56,7 @@ from lpimg.wire import (
     parse_downlink,
 )
 from lpimg.wire.fields import varuint_length
+from lpimg.wire.records import RecordCheck
 
 _UNSENT, _SENT, _ACKED, _MISSING = range(4)
 """Per-fragment state: never sent; sent, fate unknown; held by the server; reported missing."""
@@ -105,7 +108,10 @@ class DeviceSession:
         geometry: tuple[int, int] = (0, 0),
         manifest: Manifest | Mapping[str, Any] | None = None,
         config: ProtocolConfig | None = None,
+        key: bytes | None = None,
+        downlink_counter: int = 0,
     ) -> None:
+        self._auth(key, downlink_counter)
         self._setup(session_id, layers, mtu, now, model_id, geometry, manifest, config, ())
         self._need_start = True
 
@@ -122,6 +128,8 @@ class DeviceSession:
         manifest: Manifest | Mapping[str, Any] | None = None,
         config: ProtocolConfig | None = None,
         added_groups: Sequence[AddedGroup] = (),
+        key: bytes | None = None,
+        downlink_counter: int = 0,
     ) -> DeviceSession:
         """Re-create a session after a reboot from what the device stored.
 
@@ -132,6 +140,7 @@ class DeviceSession:
         longer knows the session, the device starts it afresh.
         """
         session = cls.__new__(cls)
+        session._auth(key, downlink_counter)
         session._setup(
             session_id, layers, mtu, now, model_id, geometry, manifest, config, added_groups
         )
@@ -139,6 +148,22 @@ class DeviceSession:
         return session
 
     # -- construction ------------------------------------------------------------------------
+
+    def _auth(self, key: bytes | None, downlink_counter: int) -> None:
+        """With a key the session is authenticated (spec section 15): START_AUTH, records
+        closed by AES-CMAC tags, and only sealed downlinks with a counter above
+        ``downlink_counter`` (the last one this device accepted, kept across sessions and
+        reboots) are accepted."""
+        self._key = None if key is None else check_key(key)
+        if not 0 <= downlink_counter < 1 << 32:
+            raise ProtocolError(f"downlink counter {downlink_counter} does not fit 32 bits")
+        self._downlink_counter = downlink_counter
+        self._records = 0
+
+    def _check(self, record: int) -> RecordCheck | None:
+        if self._key is None:
+            return None
+        return record_check(self._key, self.session_id, record)
 
     def _setup(
         self,
@@ -217,7 +242,7 @@ class DeviceSession:
                 tuple(len(layer) for layer in initial),
                 manifest if isinstance(manifest, Manifest) else Manifest.from_dict(manifest or {}),
             )
-            header = build_descriptor(descriptor)
+            header = build_descriptor(descriptor, self._check(0))
         except WireError as error:
             raise ProtocolError(f"cannot describe the session: {error}") from error
         self._check_header(header)
@@ -258,7 +283,8 @@ class DeviceSession:
         self._check_new_layers(layers)
         try:
             header = build_group_header(
-                GroupHeader(region, first_pass, tuple(len(layer) for layer in layers))
+                GroupHeader(region, first_pass, tuple(len(layer) for layer in layers)),
+                self._check(self._records),
             )
         except WireError as error:
             raise ProtocolError(f"cannot announce these layers: {error}") from error
@@ -274,7 +300,11 @@ class DeviceSession:
         first_pass: int,
         first_size: int | None,
     ) -> None:
-        records = [build_layer_record(layer) for layer in layers]
+        base = self._records + 1  # the header is record number self._records
+        records = [
+            build_layer_record(layer, self._check(base + number))
+            for number, layer in enumerate(layers)
+        ]
         data = header + b"".join(records)
         pieces = layout.split(data, self._fragment_size, first_size)
         if len(self._payloads) + len(pieces) > MAX_FRAGMENTS:
@@ -302,6 +332,7 @@ class DeviceSession:
         self._ever_acked.extend([False] * len(pieces))
         self._sent_seq.extend([-1] * len(pieces))
         self._stream_bytes += len(data)
+        self._records += 1 + len(layers)
 
     # -- public state ------------------------------------------------------------------------
 
@@ -309,6 +340,16 @@ class DeviceSession:
     def finished(self) -> bool:
         """True once the session has ended and any final abort frame has been handed out."""
         return self._ended and self._abort_frame is None
+
+    @property
+    def authenticated(self) -> bool:
+        """True when the session runs with a device key (spec section 15)."""
+        return self._key is not None
+
+    @property
+    def downlink_counter(self) -> int:
+        """The counter of the last sealed downlink accepted (what a device persists)."""
+        return self._downlink_counter
 
     @property
     def layer_count(self) -> int:
@@ -418,12 +459,27 @@ class DeviceSession:
         stats.downlinks += 1
         if self._ended:
             stats.after_finish += 1
+            stats.reject("after_finish")
             return
+        counter = None
+        if self._key is not None:
+            try:
+                data, counter = open_downlink(
+                    self._key, data, self._downlink_counter, self.session_id
+                )
+            except DownlinkRejected as rejected:
+                if rejected.cause == "malformed":
+                    stats.malformed += 1
+                stats.reject(rejected.cause)
+                return
         try:
             frame = parse_downlink(data)
         except WireError:
             stats.malformed += 1
+            stats.reject("malformed")
             return
+        if counter is not None:
+            self._downlink_counter = counter
         self._polls_unanswered = 0
         if isinstance(frame, AckFrame):
             self._resume_waiting = False
@@ -495,9 +551,8 @@ class DeviceSession:
             self._give_up(f"gave up: session start sent {self._attempts[0]} times", now)
             return self.next_frame(now)
         ack = len(self._payloads) == 1
-        frame = self._uplink(
-            StartFrame(self.session_id, self._fragment_size, self._payloads[0], ack)
-        )
+        start = StartFrame if self._key is None else AuthStartFrame
+        frame = self._uplink(start(self.session_id, self._fragment_size, self._payloads[0], ack))
         self._mark_sent(0)
         if ack:
             self._request(now)
@@ -656,6 +711,7 @@ class DeviceSession:
     def _on_layer_complete(self, count: int, now: float) -> None:
         if count > len(self._layers):
             self.stats.unexpected += 1
+            self.stats.reject("unexpected")
             return
         self._resume_waiting = False
         self._apply_ack(self._layer_end[count - 1] + 1, ())
@@ -670,6 +726,7 @@ class DeviceSession:
     def _on_refine(self, frame: RefineFrame, now: float) -> None:
         if self._refine is not None or frame.seq != self._answered_refines % 16:
             self.stats.unexpected += 1  # a repeat of the pending request, or a stale one
+            self.stats.reject("unexpected")
             return
         self._refine = frame
         self._refine_deadline = now + self.config.refine_timeout
@@ -700,6 +757,7 @@ class DeviceSession:
                 # session" answer; the first one already queued a new start, and answers that
                 # arrive while that start can still be answered are about older frames.
                 self.stats.unexpected += 1
+                self.stats.reject("unexpected")
                 return
             if not self._heard_state:
                 # The start frame never arrived: send it again. Attempts are kept, so a link

@@ -10,6 +10,7 @@ read are freed, and nothing at or beyond ``next + RECEIVE_SPAN`` is stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -31,6 +32,7 @@ from lpimg.wire import (
     parse_group_header,
 )
 from lpimg.wire.fields import varuint_length
+from lpimg.wire.records import RecordCheck
 from lpimg.wire.region import Region
 
 
@@ -118,9 +120,18 @@ class ReassemblyState:
 class Reassembler:
     """The receive state of one session (see the module docstring)."""
 
-    def __init__(self, fragment_size: int, config: ProtocolConfig) -> None:
+    def __init__(
+        self,
+        fragment_size: int,
+        config: ProtocolConfig,
+        record_check: Callable[[int], RecordCheck] | None = None,
+    ) -> None:
         self.fragment_size = fragment_size
         self.config = config
+        self._record_check = record_check
+        """Record number -> its check (authenticated sessions); None: the CRC-32."""
+        self.records = 0
+        """Records verified so far: the number of the next record (0 = the descriptor)."""
         self.first_capacity = fragment_size - layout.START_EXTRA
         """Most stream bytes a session start carries (F - 3): it is 3 header bytes longer."""
         self.next = 0
@@ -157,14 +168,23 @@ class Reassembler:
         )
 
     @classmethod
-    def restore(cls, state: ReassemblyState, config: ProtocolConfig) -> Reassembler:
+    def restore(
+        cls, state: ReassemblyState, config: ProtocolConfig,
+        record_check: Callable[[int], RecordCheck] | None = None,
+    ) -> Reassembler:
         """The reassembler :meth:`export` described. Headers are parsed again (they verified
-        once, so a failure here means the store is damaged: :class:`WireError`)."""
-        self = cls(state.fragment_size, config)
+        once, so a failure here means the store is damaged: :class:`WireError`). An
+        authenticated session passes its ``record_check`` again: the record numbering it keys
+        the tags with resumes after the headers and layers already verified."""
+        self = cls(state.fragment_size, config, record_check)
         first_layer = 0
         groups: list[_Group] = []
+        record_number = 0  # headers are checked under the numbers they verified with
         for number, record in enumerate(state.headers):
-            header = parse_descriptor(record) if number == 0 else parse_group_header(record)
+            check = None if record_check is None else record_check(record_number)
+            header = (parse_descriptor(record, check) if number == 0
+                      else parse_group_header(record, check))
+            record_number += 1 + len(header.layer_sizes)
             group = _Group(header, len(record), header.layer_sizes, first_layer, record=record)
             offset = len(record)
             for size in header.layer_sizes:
@@ -185,6 +205,7 @@ class Reassembler:
         self._received = set(state.received)
         self._fragments = dict(state.fragments)
         self.held_bytes = sum(len(payload) for payload in self._fragments.values())
+        self.records = len(state.headers) + state.verified
         return self
 
     # -- layout ------------------------------------------------------------------------------
@@ -373,8 +394,11 @@ class Reassembler:
         if record is None:
             return None
         try:
+            check = self._check()
             header: Descriptor | GroupHeader = (
-                parse_descriptor(record) if number == 0 else parse_group_header(record)
+                parse_descriptor(record, check)
+                if number == 0
+                else parse_group_header(record, check)
             )
         except WireError:
             self._discard(number, 0, total)
@@ -383,6 +407,7 @@ class Reassembler:
         if rejected is not None:
             return rejected
         group = self._groups[number]
+        self.records += 1
         group.header = header
         group.header_size = total
         group.layer_sizes = header.layer_sizes
@@ -451,6 +476,9 @@ class Reassembler:
             if expected is not None and len(self._fragments[index]) != expected:
                 self._forget(index)
 
+    def _check(self) -> RecordCheck | None:
+        return None if self._record_check is None else self._record_check(self.records)
+
     def _read_layer(self) -> Outcome | None:
         number = self._group
         group = self._groups[number]
@@ -465,11 +493,12 @@ class Reassembler:
             return None
         index = group.first_layer + local
         try:
-            data = check_layer_record(record)
+            data = check_layer_record(record, self._check())
         except WireError:
             self._discard(number, offset, size)
             return RecordFailed(f"layer {index}")
         self._layer += 1
+        self.records += 1
         self._offset = offset + size
         self.verified += 1
         self._free_before(number, self._offset)

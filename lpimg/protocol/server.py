@@ -9,10 +9,12 @@ session's memory is bounded by :class:`ProtocolConfig`, and so is the number of 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 from lpimg.errors import ProtocolError, WireError
+from lpimg.protocol.auth import DownlinkSealer, record_check
 from lpimg.protocol.config import MIN_FRAGMENT_SIZE, ProtocolConfig
 from lpimg.protocol.events import (
     Aborted,
@@ -38,6 +40,7 @@ from lpimg.protocol.stats import ServerStats
 from lpimg.wire import (
     PROTOCOL_VERSION,
     AbortReason,
+    AuthStartFrame,
     DataFrame,
     Descriptor,
     DeviceAbortFrame,
@@ -54,6 +57,7 @@ from lpimg.wire import (
     crc32,
     parse_uplink,
 )
+from lpimg.wire.auth import TRAILER_SIZE
 
 
 class SessionState(Enum):
@@ -98,6 +102,8 @@ class _Session:
     started_at: float = 0.0
     reserved: int = 0
     """Bytes of ``max_total_buffer`` this session holds in reserve while active."""
+    key: bytes | None = None
+    """The device's key when the session is authenticated (records tagged, downlinks sealed)."""
 
 
 @dataclass(frozen=True)
@@ -145,13 +151,29 @@ class SessionInfo:
 
 
 class ServerProtocol:
-    """The server core for any number of devices (sans-I/O; see docs/DESIGN-NOTES.md)."""
+    """The server core for any number of devices (sans-I/O; see docs/DESIGN-NOTES.md).
 
-    def __init__(self, config: ProtocolConfig | None = None) -> None:
+    ``keys`` (device id -> 128-bit key, e.g. a :class:`~lpimg.protocol.auth.KeyStore`) makes
+    those devices authenticate (spec section 15): only START_AUTH opens their sessions, their
+    records are checked with AES-CMAC tags and every downlink to them is sealed. The downlink
+    counter follows ``now + clock_offset`` read as Unix seconds, so give ``clock_offset`` when
+    ``now`` is not Unix time (a monotonic clock), or counters restart low after a restart.
+    """
+
+    def __init__(
+        self,
+        config: ProtocolConfig | None = None,
+        *,
+        keys: Mapping[str, bytes] | None = None,
+        clock_offset: float = 0.0,
+    ) -> None:
         self.config = config or ProtocolConfig()
         self.stats = ServerStats()
+        self.keys: Mapping[str, bytes] = keys if keys is not None else {}
+        self.clock_offset = clock_offset
+        self._sealer = DownlinkSealer(max(4 * self.config.max_sessions, 1024))
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._replies: OrderedDict[str, bytes] = OrderedDict()
+        self._replies: OrderedDict[str, tuple[bytes, bool]] = OrderedDict()
         """One-off answers to devices without a session (unknown session, server full)."""
         self._events: deque[Event] = deque()
         self._active_count = 0
@@ -175,6 +197,7 @@ class ServerProtocol:
             frame = parse_uplink(data)
         except WireError:
             self.stats.malformed += 1
+            self.stats.reject("malformed")
             return
         session = self._sessions.get(device)
         if isinstance(frame, StartFrame):
@@ -188,6 +211,7 @@ class ServerProtocol:
         ):
             # Answered even unasked: a device whose start was lost learns it at once.
             self.stats.unknown_session += 1
+            self.stats.reject("unknown_session")
             if not isinstance(frame, DeviceAbortFrame):
                 self._reply(device, ServerAbortFrame(AbortReason.UNKNOWN_SESSION))
             return
@@ -225,10 +249,12 @@ class ServerProtocol:
 
         At most one per uplink received: a second call for the same uplink returns None.
         """
-        reply = self._replies.pop(device, None)
-        if reply is not None:
+        queued = self._replies.pop(device, None)
+        if queued is not None:
+            reply, sealed = queued
             self.stats.downlinks += 1
-            return reply
+            key = self.keys.get(device) if sealed else None
+            return reply if key is None else self._seal(key, device, reply, now, None)
         session = self._sessions.get(device)
         if session is None or not session.window_open:
             return None
@@ -238,7 +264,15 @@ class ServerProtocol:
         session.window_open = False
         session.requested = False
         self.stats.downlinks += 1
-        return build_downlink(frame)
+        data = build_downlink(frame)
+        if session.key is None:
+            return data
+        return self._seal(session.key, device, data, now, session.session_id)
+
+    def _seal(
+        self, key: bytes, device: str, frame: bytes, now: float, session_id: int | None
+    ) -> bytes:
+        return self._sealer.seal(key, device, frame, now + self.clock_offset, session_id)
 
     def get_timer(self) -> float | None:
         """The earliest idle timeout or retention expiry of any session."""
@@ -356,9 +390,14 @@ class ServerProtocol:
         active = snapshot.state is SessionState.ACTIVE
         if active != (snapshot.reassembly is not None):
             raise ProtocolError(f"{snapshot.device}: snapshot state and reassembly disagree")
+        key = self.keys.get(snapshot.device)
+        checks = None
+        if key is not None:  # an authenticated session comes back authenticated (spec 15)
+            session_key, session_id = key, snapshot.session_id
+            checks = lambda number: record_check(session_key, session_id, number)  # noqa: E731
         try:
             reassembler = (
-                Reassembler.restore(snapshot.reassembly, self.config)
+                Reassembler.restore(snapshot.reassembly, self.config, checks)
                 if snapshot.reassembly is not None
                 else None
             )
@@ -384,6 +423,7 @@ class ServerProtocol:
             snapshot.left,
             started_at=snapshot.started_at,
             fingerprints=bytearray(snapshot.fingerprints),
+            key=key,
         )
         self._sessions[snapshot.device] = session
         if active:
@@ -394,8 +434,22 @@ class ServerProtocol:
     def _on_start(
         self, device: str, session: _Session | None, frame: StartFrame, now: float
     ) -> None:
+        key = self.keys.get(device)
+        if isinstance(frame, AuthStartFrame) and key is None:
+            # Nothing this server sends could be verified by the device: it stays unanswered.
+            self.stats.sessions_rejected += 1
+            self.stats.reject("no_key")
+            return
+        if key is not None and not isinstance(frame, AuthStartFrame):
+            # A device with a key never runs a plain session: a plain start is a misconfigured
+            # device (told in plain words) or a downgrade attempt (which then changes nothing).
+            self.stats.sessions_rejected += 1
+            self.stats.reject("auth_required")
+            self._reply(device, ServerAbortFrame(AbortReason.REJECTED), seal=False)
+            return
         if frame.version != PROTOCOL_VERSION:
             self.stats.sessions_rejected += 1
+            self.stats.reject("unsupported_version")
             self._reply(device, ServerAbortFrame(AbortReason.UNSUPPORTED_VERSION))
             return
         if session is not None and session.session_id == frame.session_id:
@@ -410,6 +464,7 @@ class ServerProtocol:
             return
         if not MIN_FRAGMENT_SIZE <= frame.fragment_size <= self.config.max_fragment_size:
             self.stats.sessions_rejected += 1
+            self.stats.reject("limit")
             self._reply(device, ServerAbortFrame(AbortReason.LIMIT_EXCEEDED))
             return
         config = self.config
@@ -436,15 +491,20 @@ class ServerProtocol:
         if self._reserved_total + reservation > config.max_total_buffer:
             self._refuse(device, "max_total_buffer")
             return
+        checks = None
+        if key is not None:
+            session_key, session_id = key, frame.session_id
+            checks = lambda number: record_check(session_key, session_id, number)  # noqa: E731
         session = _Session(
             device,
             frame.session_id,
             frame.fragment_size,
-            Reassembler(frame.fragment_size, config),
+            Reassembler(frame.fragment_size, config, checks),
             now,
             window_open=True,
             requested=frame.ack,
             started_at=now,
+            key=key,
         )
         self._sessions[device] = session
         self._admit(session)
@@ -454,6 +514,7 @@ class ServerProtocol:
     def _on_data(self, session: _Session, frame: DataFrame) -> None:
         if session.state is not SessionState.ACTIVE:
             self.stats.after_finish += 1
+            self.stats.reject("after_finish")
             return
         reassembler = session.reassembler
         assert reassembler is not None
@@ -465,8 +526,10 @@ class ServerProtocol:
             self.stats.duplicates += 1
         elif added is Added.OUT_OF_WINDOW:
             self.stats.out_of_window += 1
+            self.stats.reject("out_of_window")
         elif added is Added.BAD_LENGTH:
             self.stats.bad_length += 1
+            self.stats.reject("bad_length")
         else:
             _remember(session, frame.index, frame.payload)
             self._absorb(session, reassembler.advance(), session.last_activity)
@@ -516,6 +579,7 @@ class ServerProtocol:
                     )
             elif isinstance(outcome, RecordFailed):
                 self.stats.crc_failures += 1
+                self.stats.reject("bad_record")
             elif isinstance(outcome, Rejected):
                 if outcome.limit is not None:
                     self.stats.limited(outcome.limit)
@@ -553,7 +617,8 @@ class ServerProtocol:
             frame = LayerCompleteFrame(len(reassembler.layer_sizes))
             self._complete(session, now)
             return frame
-        max_bitmap = self.config.downlink_mtu - 2
+        sealing = TRAILER_SIZE if session.key is not None else 0
+        max_bitmap = max(0, self.config.downlink_mtu - 2 - sealing)
         return reassembler.acknowledgement(max_bitmap, final=False)
 
     # -- session lifecycle -------------------------------------------------------------------
@@ -619,6 +684,7 @@ class ServerProtocol:
         """A new session the bounds do not admit: ABORT(SERVER_FULL), counted by cause."""
         self.stats.sessions_rejected += 1
         self.stats.limited(cause)
+        self.stats.reject("server_full")
         self._reply(device, ServerAbortFrame(AbortReason.SERVER_FULL))
 
     def _take_token(self, device: str, now: float) -> bool:
@@ -644,8 +710,10 @@ class ServerProtocol:
         self.stats.sessions_evicted += 1
         return True
 
-    def _reply(self, device: str, frame: ServerAbortFrame) -> None:
-        self._replies[device] = build_downlink(frame)
+    def _reply(self, device: str, frame: ServerAbortFrame, seal: bool = True) -> None:
+        """Queue a one-off answer; to a device with a key it goes sealed unless ``seal`` is
+        False (the plain refusal of a plain start, meant for a device that has no key)."""
+        self._replies[device] = (build_downlink(frame), seal)
         self._replies.move_to_end(device)
         while len(self._replies) > self.config.max_sessions:
             self._replies.popitem(last=False)

@@ -5,6 +5,7 @@ Parsing arbitrary bytes raises :class:`lpimg.WireError` (or its subclass
 :class:`lpimg.ManifestError`) and nothing else.
 """
 
+from lpimg.wire.auth import TAG_SIZE, TRAILER_SIZE, seal_layout, split_sealed
 from lpimg.wire.codes import (
     DATA_HEADER_SIZE,
     LATENT_UNIT_PIXELS,
@@ -42,6 +43,7 @@ from lpimg.wire.records import (
 )
 from lpimg.wire.region import Region
 from lpimg.wire.uplink import (
+    AuthStartFrame,
     DataFrame,
     DeviceAbortFrame,
     PollFrame,
@@ -62,8 +64,11 @@ __all__ = [
     "MIN_MTU",
     "PROTOCOL_VERSION",
     "START_HEADER_SIZE",
+    "TAG_SIZE",
+    "TRAILER_SIZE",
     "AbortReason",
     "AckFrame",
+    "AuthStartFrame",
     "DataFrame",
     "Descriptor",
     "DeviceAbortFrame",
@@ -94,4 +99,6 @@ __all__ = [
     "parse_downlink",
     "parse_group_header",
     "parse_uplink",
+    "seal_layout",
+    "split_sealed",
 ]

@@ -21,7 +21,8 @@ nothing a receiver acts on is unchecked, whatever the link does to single frames
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hmac
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,11 @@ GROUP_BODY = Struct(
     "layer_sizes" / Array(this.layer_count, VarUInt()) * "bytes of each layer, CRC excluded",
     Terminated,
 )
+
+RecordCheck = Callable[[bytes], bytes]
+"""The 4-byte check that closes a record, from the bytes it covers. The default is the CRC-32;
+an authenticated session passes a truncated AES-CMAC bound to the session and the record's
+place in the stream (:mod:`lpimg.protocol.auth`). Layouts do not change: both are 4 bytes."""
 
 _DESCRIPTOR = DESCRIPTOR_BODY.compile()
 _GROUP = GROUP_BODY.compile()
@@ -98,12 +104,17 @@ def _check_sizes(sizes: Sequence[int]) -> None:
             raise WireError(f"layer size {size} is outside 0..{VarUInt.MAX}")
 
 
-def _frame_header(body: bytes) -> bytes:
+def _frame_header(body: bytes, check: RecordCheck | None) -> bytes:
     prefix = encode_varuint(len(body))
-    return prefix + body + crc32_bytes(prefix + body)
+    return prefix + body + (check or crc32_bytes)(prefix + body)
 
 
-def build_descriptor(descriptor: Descriptor) -> bytes:
+def _verify(covered: bytes, value: bytes, check: RecordCheck | None) -> bool:
+    """Constant-time comparison, so a forger learns nothing from how long a reject takes."""
+    return hmac.compare_digest((check or crc32_bytes)(covered), bytes(value))
+
+
+def build_descriptor(descriptor: Descriptor, check: RecordCheck | None = None) -> bytes:
     """The whole descriptor record (length, body, CRC)."""
     fields: dict[str, Any] = {
         "model_id": descriptor.model_id,
@@ -113,10 +124,10 @@ def build_descriptor(descriptor: Descriptor) -> bytes:
         "layer_sizes": list(descriptor.layer_sizes),
         "manifest": encode_manifest(descriptor.manifest),
     }
-    return _frame_header(_build(_DESCRIPTOR, fields, "descriptor"))
+    return _frame_header(_build(_DESCRIPTOR, fields, "descriptor"), check)
 
 
-def build_group_header(header: GroupHeader) -> bytes:
+def build_group_header(header: GroupHeader, check: RecordCheck | None = None) -> bytes:
     """The whole group header record (length, body, CRC)."""
     x, y, width, height = region_to_wire(header.region)
     fields: dict[str, Any] = {
@@ -128,7 +139,7 @@ def build_group_header(header: GroupHeader) -> bytes:
         "layer_count": len(header.layer_sizes),
         "layer_sizes": list(header.layer_sizes),
     }
-    return _frame_header(_build(_GROUP, fields, "group header"))
+    return _frame_header(_build(_GROUP, fields, "group header"), check)
 
 
 def _build(declaration: Any, fields: dict[str, Any], name: str) -> bytes:
@@ -155,7 +166,7 @@ def header_record_length(head: bytes) -> int | None:
     return prefix + int(body) + CRC_SIZE
 
 
-def _check_header_record(record: bytes, name: str) -> bytes:
+def _check_header_record(record: bytes, name: str, check: RecordCheck | None) -> bytes:
     """Verify the CRC of a whole header record and return its body."""
     if len(record) < 1 + CRC_SIZE:
         raise WireError(f"{name} record is too short")
@@ -163,14 +174,14 @@ def _check_header_record(record: bytes, name: str) -> bytes:
     total = header_record_length(record)
     if total is None or total != len(record) or prefix == 0:
         raise WireError(f"{name} record length does not match its prefix")
-    if crc32_bytes(record[:-CRC_SIZE]) != record[-CRC_SIZE:]:
-        raise WireError(f"{name} record fails its CRC-32")
+    if not _verify(record[:-CRC_SIZE], record[-CRC_SIZE:], check):
+        raise WireError(f"{name} record fails its {'CRC-32' if check is None else 'check'}")
     return record[prefix:-CRC_SIZE]
 
 
-def parse_descriptor(record: bytes) -> Descriptor:
+def parse_descriptor(record: bytes, check: RecordCheck | None = None) -> Descriptor:
     """Verify and decode a whole descriptor record (WireError or ManifestError on failure)."""
-    body = _check_header_record(record, "descriptor")
+    body = _check_header_record(record, "descriptor", check)
     try:
         parsed = _DESCRIPTOR.parse(body)
     except Exception as error:
@@ -181,9 +192,9 @@ def parse_descriptor(record: bytes) -> Descriptor:
     )
 
 
-def parse_group_header(record: bytes) -> GroupHeader:
+def parse_group_header(record: bytes, check: RecordCheck | None = None) -> GroupHeader:
     """Verify and decode a whole group header record."""
-    body = _check_header_record(record, "group header")
+    body = _check_header_record(record, "group header", check)
     try:
         parsed = _GROUP.parse(body)
         region = region_from_wire(parsed.x, parsed.y, parsed.width, parsed.height)
@@ -194,9 +205,9 @@ def parse_group_header(record: bytes) -> GroupHeader:
     return GroupHeader(region, parsed.first_pass, tuple(parsed.layer_sizes))
 
 
-def build_layer_record(layer: bytes) -> bytes:
-    """A layer followed by its CRC-32."""
-    return bytes(layer) + crc32_bytes(layer)
+def build_layer_record(layer: bytes, check: RecordCheck | None = None) -> bytes:
+    """A layer followed by its CRC-32 (or the session's record check)."""
+    return bytes(layer) + (check or crc32_bytes)(bytes(layer))
 
 
 def layer_record_size(layer_size: int) -> int:
@@ -204,11 +215,11 @@ def layer_record_size(layer_size: int) -> int:
     return layer_size + CRC_SIZE
 
 
-def check_layer_record(record: bytes) -> bytes:
+def check_layer_record(record: bytes, check: RecordCheck | None = None) -> bytes:
     """The layer bytes of a whole layer record whose CRC verifies; WireError otherwise."""
     if len(record) < CRC_SIZE:
         raise WireError("layer record is shorter than its CRC")
     layer = record[:-CRC_SIZE]
-    if crc32_bytes(layer) != record[-CRC_SIZE:]:
-        raise WireError("layer fails its CRC-32")
+    if not _verify(layer, record[-CRC_SIZE:], check):
+        raise WireError(f"layer fails its {'CRC-32' if check is None else 'check'}")
     return bytes(layer)

@@ -43,6 +43,18 @@ START = Struct(
     "chunk" / GreedyBytes * "fragment 0 of the stream: F0 = min(F - 3, size of group 0) bytes",
 )
 
+START_AUTH = Struct(
+    "header"
+    / BitFields(
+        Bits("kind", 4, const=0b0101, doc="0101: authenticated session start (section 15)"),
+        Bits("ack", 1, flag=True, doc="1: ACK wanted (the whole stream fits this frame)"),
+        Bits("version", 3, doc="protocol version, 1 for this document"),
+    ),
+    "session_id" / Int16ub * "chosen by the device; the same id resumes the session",
+    "fragment_size" / Int16ub * "F: payload bytes of every data fragment but a group's last",
+    "chunk" / GreedyBytes * "fragment 0 of the stream: F0 = min(F - 3, size of group 0) bytes",
+)
+
 POLL = Struct(
     "header"
     / BitFields(
@@ -115,6 +127,16 @@ class StartFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthStartFrame(StartFrame):
+    """A session start announcing an authenticated session (section 15 of the spec).
+
+    Same fields as :class:`StartFrame`; the frame type alone says that the session's records
+    end with AES-CMAC tags and that its downlinks are sealed, so a plain session's bytes are
+    untouched and a server can refuse a plain start from a device it holds a key for.
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class PollFrame:
     """Asks for a downlink when the device has no fragment to carry the request."""
 
@@ -141,7 +163,7 @@ class DeviceAbortFrame:
             raise WireError(f"reason must be an AbortReason, got {self.reason!r}")
 
 
-UplinkFrame = DataFrame | StartFrame | PollFrame | ResumeFrame | DeviceAbortFrame
+UplinkFrame = DataFrame | StartFrame | AuthStartFrame | PollFrame | ResumeFrame | DeviceAbortFrame
 
 _POLL = PollFrame()
 
@@ -183,12 +205,20 @@ def _fast_build_data(frame: DataFrame) -> bytes | None:
 
 
 def _fast_parse_start(data: bytes) -> StartFrame:
+    return _parse_start_like(data, StartFrame, 0b0001, "START")
+
+
+def _fast_parse_start_auth(data: bytes) -> StartFrame:
+    return _parse_start_like(data, AuthStartFrame, 0b0101, "START_AUTH")
+
+
+def _parse_start_like(data: bytes, cls: type[StartFrame], kind: int, name: str) -> StartFrame:
     if len(data) < START_HEADER_SIZE:
-        raise WireError("malformed START frame: shorter than its 5-byte header")
+        raise WireError(f"malformed {name} frame: shorter than its 5-byte header")
     first = data[0]
-    if first >> 4 != 0b0001:
-        raise WireError("malformed START frame: kind must be 0001")
-    return StartFrame(
+    if first >> 4 != kind:
+        raise WireError(f"malformed {name} frame: kind must be {kind:04b}")
+    return cls(
         (data[1] << 8) | data[2],
         (data[3] << 8) | data[4],
         bytes(data[START_HEADER_SIZE:]),
@@ -198,6 +228,14 @@ def _fast_parse_start(data: bytes) -> StartFrame:
 
 
 def _fast_build_start(frame: StartFrame) -> bytes | None:
+    return _build_start_like(frame, 0x10) if type(frame) is StartFrame else None
+
+
+def _fast_build_start_auth(frame: StartFrame) -> bytes | None:
+    return _build_start_like(frame, 0x50) if type(frame) is AuthStartFrame else None
+
+
+def _build_start_like(frame: StartFrame, kind_bits: int) -> bytes | None:
     ack, chunk = frame.ack, frame.chunk
     if type(ack) is not bool or type(chunk) is not bytes:
         return None
@@ -205,7 +243,7 @@ def _fast_build_start(frame: StartFrame) -> bytes | None:
         return None
     if type(frame.version) is not int:
         return None
-    first = 0x18 if ack else 0x10
+    first = kind_bits | (0x08 if ack else 0)
     return (
         bytes((first | frame.version,))
         + ((frame.session_id << 16) | frame.fragment_size).to_bytes(4, "big")
@@ -268,6 +306,19 @@ START_SPEC = FrameSpec(
     _fast_parse_start,
     _fast_build_start,
 )
+START_AUTH_SPEC = FrameSpec(
+    "START_AUTH",
+    "uplink",
+    START_AUTH,
+    AuthStartFrame,
+    lambda c: AuthStartFrame(
+        c.session_id, c.fragment_size, c.chunk, c.header.ack, c.header.version
+    ),
+    _start_fields,
+    "authenticated session start, carrying fragment 0 of the stream",
+    _fast_parse_start_auth,
+    _fast_build_start_auth,
+)
 POLL_SPEC = FrameSpec(
     "POLL",
     "uplink",
@@ -308,6 +359,7 @@ UPLINK_SPECS: tuple[FrameSpec[Any], ...] = (
     POLL_SPEC,
     RESUME_SPEC,
     DEVICE_ABORT_SPEC,
+    START_AUTH_SPEC,
 )
 _BY_TYPE: dict[type, FrameSpec[Any]] = {spec.frame_type: spec for spec in UPLINK_SPECS}
 _BY_KIND: dict[int, FrameSpec[Any]] = {
@@ -315,6 +367,7 @@ _BY_KIND: dict[int, FrameSpec[Any]] = {
     0b0010: POLL_SPEC,
     0b0011: RESUME_SPEC,
     0b0100: DEVICE_ABORT_SPEC,
+    0b0101: START_AUTH_SPEC,
 }
 
 
