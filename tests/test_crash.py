@@ -61,7 +61,7 @@ def test_a_killed_server_resumes_from_its_state_file(mosquitto: Any, tmp_path: P
     try:
         wait_for_line(server, "serving")
         sender = lpimg("send", str(picture), "--link", mosquitto.url(mtu=24), "--device", "kill-srv",
-                       "--ack-timeout", "1.5", "--min-interval", "0.01")
+                       "--ack-timeout", "3", "--min-interval", "0.01")
         before = wait_for_line(server, "kill-srv/", timeout=60)
         server.kill()  # SIGKILL, mid-transfer
         server.wait()
@@ -90,7 +90,7 @@ def test_a_killed_device_resumes_from_its_store(mosquitto: Any, tmp_path: Path) 
     server = lpimg("serve", "--link", mosquitto.url(), "--out", str(out), "--state", str(state), "--once",
                    "--no-decode")
     send = ("send", str(picture), "--link", mosquitto.url(mtu=24), "--device", "kill-dev",
-            "--store", str(store), "--ack-timeout", "1.5", "--min-interval", "0.01")
+            "--store", str(store), "--ack-timeout", "3", "--min-interval", "0.01")
     sender = None
     try:
         wait_for_line(server, "serving")
