@@ -28,7 +28,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, iterations=args.iterations, batch=args.batch,
         patch=args.patch, lr=args.lr, lmbda=args.lmbda, seed=args.seed, threads=args.threads,
         checkpoint_every=args.checkpoint_every, mse_weight=args.mse_weight,
-        clamp_latents=args.clamp_latents, noise_mix=args.noise_mix,
+        clamp_latents=args.clamp_latents, noise_mix=args.noise_mix, chroma_weight=args.chroma_weight,
     )
     final = train(cfg, resume=args.resume, progress=not args.quiet, max_minutes=args.max_minutes,
                   stop_at=args.stop_at)
@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clamp latents to +-127 in training, as the deployed encoder does")
     p.add_argument("--noise-mix", type=float, default=0.0,
                    help="fraction of samples trained with additive noise on the full stream")
+    p.add_argument("--chroma-weight", type=float, default=0.0,
+                   help="extra weight of the green-magenta error (colour fidelity)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-every", type=int, default=1000)
