@@ -51,6 +51,7 @@ from lpimg.endpoint.references import ReferenceBank, ReferenceSource
 from lpimg.endpoint.sim import SimServerLink
 from lpimg.errors import CodecError, LinkError, LpimgError, ProtocolError, WireError
 from lpimg.link.base import ServerLink
+from lpimg.logs import OncePerDevice
 from lpimg.protocol import (
     Aborted,
     Event,
@@ -323,7 +324,8 @@ class Server:
         self._subscribers: list[asyncio.Queue[Any]] = []
         self._queue_size = queue_size
         self._pending: dict[str, ImageUpdate] = {}
-        self._logged: set[tuple[str, str]] = set()
+        self._warn_once = OncePerDevice(log)
+        """Logs bad input once per cause and device, and a flood of new devices as summaries."""
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._processing = False
@@ -352,15 +354,6 @@ class Server:
 
             self._codec = LearnedCodec.load(self._model)
         return self._codec
-
-    def _warn_once(self, cause: str, device: str, message: str, *args: Any) -> None:
-        key = (cause, device)
-        if key in self._logged:
-            log.debug(message, *args)
-            return
-        if len(self._logged) < 10_000:
-            self._logged.add(key)
-        log.warning(message + "; further ones are only counted", *args)
 
     def _allowed(self, device: str) -> bool:
         if self._devices is None:

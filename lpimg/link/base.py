@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from lpimg.errors import LinkError
+from lpimg.logs import OncePerDevice
 
 log = logging.getLogger("lpimg.link")
 
@@ -89,30 +90,19 @@ class RejectLog:
 
     A misconfigured device can send the same garbage every few seconds for months; logging every
     occurrence would drown the gateway's log, logging none would hide it. The first one of each
-    kind is a WARNING with details, the rest are DEBUG and show up in the counters.
+    kind is a WARNING with details, the rest are DEBUG and show up in the counters; a flood from
+    ever new device ids is summarised once a minute per cause (:class:`lpimg.logs.OncePerDevice`).
     """
 
     def __init__(self, stats: LinkStats, name: str) -> None:
         self._stats = stats
         self._name = name
-        self._seen: set[tuple[str, str]] = set()
+        self._log = OncePerDevice(log, prefix=f"{name}: ")
 
     def __call__(self, cause: str, device: str = "-", detail: str = "") -> None:
         self._stats.count_rejected(cause)
-        key = (cause, device)
-        if key in self._seen:
-            log.debug("%s: dropped %s from %s: %s", self._name, cause, device, detail)
-            return
-        # Bounded memory even if a hostile peer invents a new device id per message.
-        if len(self._seen) < 10_000:
-            self._seen.add(key)
-        log.warning(
-            "%s: dropped %s input from %r%s; further ones are only counted",
-            self._name,
-            cause,
-            device,
-            f" ({detail})" if detail else "",
-        )
+        self._log(cause, device, "%s: dropped %s input from %r%s", self._name, cause, device,
+                  f" ({detail})" if detail else "")
 
 
 def check_frame(frame: bytes, mtu: int) -> bytes:
