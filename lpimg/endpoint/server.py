@@ -32,7 +32,6 @@ ABORT(UNKNOWN_REFERENCE) before any layer is decoded (final reason "rejected: un
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import time
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lpimg.aio import cancel_and_wait
 from lpimg.endpoint.coding import layer_spec, stream_header
 from lpimg.endpoint.persist import ServerStore, StoredLayer, StoredServerSession
 from lpimg.endpoint.policies import Action, Policy, Refine, Stop
@@ -328,6 +328,8 @@ class Server:
         """Logs bad input once per cause and device, and a flood of new devices as summaries."""
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._stopping = False
+        """Set by close(): run() ends at its next uplink even if the cancellation was lost."""
         self._processing = False
         self.error: LinkError | None = None
         """Why :meth:`run` stopped, when its link broke for good."""
@@ -382,10 +384,13 @@ class Server:
         """Stop serving: active sessions get a final "interrupted" update, iterators end. The
         link is left open (its owner closes it)."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LpimgError):
-                await task
+        if task is not None:
+            self._stopping = True
+            # Not ``cancel(); await task``: a cancellation swallowed inside the link (3.11's
+            # wait_for) would make that wait for ever, see lpimg.aio.
+            failure = await cancel_and_wait(task)
+            if failure is not None and not isinstance(failure, LpimgError):
+                raise failure
         if not self._closed:
             self._interrupt_all("server closed")
             self._end_subscribers()
@@ -436,7 +441,7 @@ class Server:
         why = "server closed"
         self._restore()
         try:
-            while True:
+            while not self._stopping:
                 now = self._now()
                 deadline = protocol.get_timer()
                 if deadline is not None and deadline <= now:

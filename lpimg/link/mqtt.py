@@ -46,7 +46,6 @@ again and may arrive twice, which the protocol tolerates.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
@@ -56,6 +55,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from lpimg.aio import cancel_and_wait
 from lpimg.errors import LinkError
 from lpimg.link.base import DeviceLink, Inbox, LinkStats, RejectLog, ServerLink, check_frame
 from lpimg.link.url import LinkURL, resolve_device_id
@@ -301,6 +301,8 @@ class MqttConnection:
                     flusher = asyncio.create_task(self._flush(client))
                     try:
                         async for message in client.messages:
+                            if self._closing:  # a cancellation lost in aiomqtt (see lpimg.aio)
+                                break
                             self._deliver(message)
                     finally:
                         self._client = None
@@ -383,10 +385,8 @@ class MqttConnection:
     async def close(self) -> None:
         self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            await cancel_and_wait(task)  # its failures were reported by _task_done
         self._client = None
         self._connected.clear()
         if self._outbox:

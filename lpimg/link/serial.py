@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import serial
 import serial_asyncio_fast
 
+from lpimg.aio import cancel_and_wait
 from lpimg.errors import LinkError
 from lpimg.link.base import DeviceLink, Inbox, LinkStats, RejectLog, ServerLink, check_frame
 from lpimg.link.framing import FRAMINGS, Deframer, Framing, encode_frame
@@ -168,9 +169,7 @@ class _FramedPort:
         self._closed = True
         self.inbox.close("link closed")
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._writer is not None:
             self._writer.close()
             with contextlib.suppress(Exception):
