@@ -314,6 +314,7 @@ class Server:
         self._model = model
         self.decode = decode
         self.protocol = ServerProtocol(config)
+        link.prioritize(self.protocol.is_established)  # floods cannot starve running sessions
         self.policies = list(policies)
         self._devices = devices
         self.on_update = on_update

@@ -584,6 +584,9 @@ class MqttServerBase(ServerLink):
         topic, payload = self.encode_downlink(device, frame)
         await self._conn.publish(topic, payload, frame)
 
+    def prioritize(self, established: Callable[[str], bool]) -> None:
+        self._inbox.priority = established
+
     async def recv(self) -> tuple[str, bytes]:
         item = await self._inbox.get()
         assert item is not None  # no timeout given

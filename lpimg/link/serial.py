@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import serial
@@ -221,6 +222,9 @@ class SerialServerLink(ServerLink):
                 f"serial link {self.settings.label} reaches only device {self.device_id!r}, not {device!r}"
             )
         await self._port.write(frame)
+
+    def prioritize(self, established: Callable[[str], bool]) -> None:
+        self._port.inbox.priority = established
 
     async def recv(self) -> tuple[str, bytes]:
         frame = await self._port.inbox.get()

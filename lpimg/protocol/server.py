@@ -321,6 +321,16 @@ class ServerProtocol:
             session.fragment_size,
         )
 
+    def is_established(self, device: str) -> bool:
+        """Whether ``device`` has an active session whose descriptor verified: a transfer under
+        way, whose frames a server short of time should handle before anyone else's."""
+        session = self._sessions.get(device)
+        return (
+            session is not None
+            and session.reassembler is not None
+            and bool(session.reassembler.layer_sizes)
+        )
+
     def devices(self) -> list[str]:
         """Addresses of every device the server holds a session for."""
         return list(self._sessions)
