@@ -107,6 +107,10 @@ def run(sessions: int = 100, garbage_fps: float = 10_000.0, *, loss: float = 0.0
         "server_frames_in": link["frames_in"],
         "server_frames_out": link["frames_out"],
         "server_link_rejected": link["rejected"],
+        # read from the broker but dropped by the server's full inbox (its non-priority lane
+        # first), and what the server really handled
+        "server_inbox_dropped": link["rejected"].get("inbox_full", 0),
+        "server_uplinks_handled": report["protocol"].get("uplinks"),
         "server_malformed": counters.get("malformed"),
         "server_sessions_started": counters.get("sessions_started"),
         "server_active_sessions_at_end": report["active_sessions_at_end"],
@@ -169,5 +173,5 @@ def _cmd(args: argparse.Namespace) -> int:
     print(f"server: CPU {result['cpu_s_serving']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
           f"{result['server_frames_in']} frames in, {result['server_malformed']} malformed, "
           f"{result['server_sessions_started']} sessions started, link rejected "
-          f"{result['server_link_rejected']}")
+          f"{result['server_link_rejected']}, {result['server_uplinks_handled']} uplinks handled")
     return 0 if result["all_completed"] else 1

@@ -32,7 +32,6 @@ ABORT(UNKNOWN_REFERENCE) before any layer is decoded (final reason "rejected: un
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import time
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lpimg.aio import cancel_and_wait
 from lpimg.endpoint.coding import layer_spec, stream_header
 from lpimg.endpoint.persist import ServerStore, StoredLayer, StoredServerSession
 from lpimg.endpoint.policies import Action, Policy, Refine, Stop
@@ -51,6 +51,7 @@ from lpimg.endpoint.references import ReferenceBank, ReferenceSource
 from lpimg.endpoint.sim import SimServerLink
 from lpimg.errors import CodecError, LinkError, LpimgError, ProtocolError, WireError
 from lpimg.link.base import ServerLink
+from lpimg.logs import OncePerDevice
 from lpimg.protocol import (
     Aborted,
     Event,
@@ -317,6 +318,7 @@ class Server:
         # Sealed downlinks count on Unix time (spec section 15); sim:// runs on its own clock.
         offset = 0.0 if isinstance(link, SimServerLink) else time.time() - time.monotonic()
         self.protocol = ServerProtocol(config, keys=keys, clock_offset=offset)
+        link.prioritize(self.protocol.is_established)  # floods cannot starve running sessions
         self.policies = list(policies)
         self._devices = devices
         self.on_update = on_update
@@ -327,9 +329,12 @@ class Server:
         self._subscribers: list[asyncio.Queue[Any]] = []
         self._queue_size = queue_size
         self._pending: dict[str, ImageUpdate] = {}
-        self._logged: set[tuple[str, str]] = set()
+        self._warn_once = OncePerDevice(log)
+        """Logs bad input once per cause and device, and a flood of new devices as summaries."""
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._stopping = False
+        """Set by close(): run() ends at its next uplink even if the cancellation was lost."""
         self._processing = False
         self.error: LinkError | None = None
         """Why :meth:`run` stopped, when its link broke for good."""
@@ -356,15 +361,6 @@ class Server:
 
             self._codec = LearnedCodec.load(self._model)
         return self._codec
-
-    def _warn_once(self, cause: str, device: str, message: str, *args: Any) -> None:
-        key = (cause, device)
-        if key in self._logged:
-            log.debug(message, *args)
-            return
-        if len(self._logged) < 10_000:
-            self._logged.add(key)
-        log.warning(message + "; further ones are only counted", *args)
 
     def _allowed(self, device: str) -> bool:
         if self._devices is None:
@@ -393,10 +389,13 @@ class Server:
         """Stop serving: active sessions get a final "interrupted" update, iterators end. The
         link is left open (its owner closes it)."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LpimgError):
-                await task
+        if task is not None:
+            self._stopping = True
+            # Not ``cancel(); await task``: a cancellation swallowed inside the link (3.11's
+            # wait_for) would make that wait for ever, see lpimg.aio.
+            failure = await cancel_and_wait(task)
+            if failure is not None and not isinstance(failure, LpimgError):
+                raise failure
         if not self._closed:
             self._interrupt_all("server closed")
             self._end_subscribers()
@@ -456,7 +455,7 @@ class Server:
         why = "server closed"
         self._restore()
         try:
-            while True:
+            while not self._stopping:
                 now = self._now()
                 deadline = protocol.get_timer()
                 if deadline is not None and deadline <= now:

@@ -25,13 +25,14 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import AsyncIterator
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from lpimg.errors import LinkError
+from lpimg.logs import OncePerDevice
 
 log = logging.getLogger("lpimg.link")
 
@@ -89,30 +90,19 @@ class RejectLog:
 
     A misconfigured device can send the same garbage every few seconds for months; logging every
     occurrence would drown the gateway's log, logging none would hide it. The first one of each
-    kind is a WARNING with details, the rest are DEBUG and show up in the counters.
+    kind is a WARNING with details, the rest are DEBUG and show up in the counters; a flood from
+    ever new device ids is summarised once a minute per cause (:class:`lpimg.logs.OncePerDevice`).
     """
 
     def __init__(self, stats: LinkStats, name: str) -> None:
         self._stats = stats
         self._name = name
-        self._seen: set[tuple[str, str]] = set()
+        self._log = OncePerDevice(log, prefix=f"{name}: ")
 
     def __call__(self, cause: str, device: str = "-", detail: str = "") -> None:
         self._stats.count_rejected(cause)
-        key = (cause, device)
-        if key in self._seen:
-            log.debug("%s: dropped %s from %s: %s", self._name, cause, device, detail)
-            return
-        # Bounded memory even if a hostile peer invents a new device id per message.
-        if len(self._seen) < 10_000:
-            self._seen.add(key)
-        log.warning(
-            "%s: dropped %s input from %r%s; further ones are only counted",
-            self._name,
-            cause,
-            device,
-            f" ({detail})" if detail else "",
-        )
+        self._log(cause, device, "%s: dropped %s input from %r%s", self._name, cause, device,
+                  f" ({detail})" if detail else "")
 
 
 def check_frame(frame: bytes, mtu: int) -> bytes:
@@ -130,13 +120,6 @@ def check_frame(frame: bytes, mtu: int) -> bytes:
 T = TypeVar("T")
 
 
-class _Closed:
-    """Sentinel put in an inbox when the link ends; carries why."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
 class Inbox(Generic[T]):
     """A bounded, cancellation-safe receive queue that can be closed with a reason.
 
@@ -144,46 +127,71 @@ class Inbox(Generic[T]):
     consumer: an overflowing inbox drops the new item and counts ``inbox_full``. Once closed,
     every pending and future ``get`` raises :class:`LinkError` with the reason, after the items
     already queued have been handed out.
+
+    Items from devices ``priority(device)`` says yes to go in a lane of their own (as large
+    again) that ``get`` empties first. A server sets it to "this device has an established
+    session" (:meth:`ServerLink.prioritize`), so that when a flood of garbage or of session
+    starts arrives faster than it can handle, the frames of sessions already under way are
+    neither dropped behind the flood nor kept waiting past their ACK timeouts.
     """
 
     def __init__(self, maxsize: int, reject: RejectLog) -> None:
-        # The bound is enforced in put() rather than by the Queue, so close() can always add its
-        # sentinel even when the queue is full.
-        self._queue: asyncio.Queue[T | _Closed] = asyncio.Queue()
+        self._lanes: tuple[deque[T], deque[T]] = (deque(), deque())  # (priority, others)
         self._maxsize = maxsize
         self._reject = reject
-        self._closed: _Closed | None = None
+        self._closed: str | None = None
+        self._ready = asyncio.Event()
+        self.priority: Callable[[str], bool] | None = None
 
     def put(self, item: T, device: str = "-") -> bool:
         if self._closed is not None:
             return False
-        if self._queue.qsize() >= self._maxsize:
+        priority = self.priority
+        lane = self._lanes[0 if priority is not None and priority(device) else 1]
+        if len(lane) >= self._maxsize:
             self._reject("inbox_full", device, f"receive queue of {self._maxsize} frames full")
             return False
-        self._queue.put_nowait(item)
+        lane.append(item)
+        self._ready.set()
         return True
 
     def close(self, reason: str) -> None:
         if self._closed is not None:
             return
-        self._closed = _Closed(reason)
-        self._queue.put_nowait(self._closed)
+        self._closed = reason
+        self._ready.set()
 
     @property
     def closed(self) -> bool:
         return self._closed is not None
 
+    def __len__(self) -> int:
+        return len(self._lanes[0]) + len(self._lanes[1])
+
+    def get_nowait(self) -> T | None:
+        """The next item if one is queued (priority lane first), else None; :class:`LinkError`
+        once closed and empty."""
+        first, second = self._lanes
+        if first:
+            return first.popleft()
+        if second:
+            return second.popleft()
+        if self._closed is not None:
+            raise LinkError(self._closed)
+        return None
+
     async def get(self, timeout: float | None = None) -> T | None:
         """Next item, ``None`` after ``timeout`` seconds, :class:`LinkError` once closed."""
         try:
             async with asyncio.timeout(timeout):
-                item = await self._queue.get()
+                while True:
+                    item = self.get_nowait()
+                    if item is not None:
+                        return item
+                    self._ready.clear()
+                    await self._ready.wait()
         except TimeoutError:
             return None
-        if isinstance(item, _Closed):
-            self._queue.put_nowait(item)  # keep it there for the next caller
-            raise LinkError(item.reason)
-        return item
 
 
 class DeviceLink(abc.ABC):
@@ -261,6 +269,11 @@ class ServerLink(abc.ABC):
     async def send(self, device: str, frame: bytes) -> None:
         """Transmit one frame to ``device``. Raises :class:`LinkError` for a bad frame, a device
         id this link cannot address, or a link that is closed or broken for good."""
+
+    def prioritize(self, established: Callable[[str], bool]) -> None:  # noqa: B027 - optional
+        """Hand frames from devices ``established(device)`` says yes to before others when
+        frames queue up (see :class:`Inbox`). Links without a receive queue of their own
+        ignore it."""
 
     @abc.abstractmethod
     async def recv(self) -> tuple[str, bytes]:

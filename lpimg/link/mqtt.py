@@ -46,7 +46,6 @@ again and may arrive twice, which the protocol tolerates.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
@@ -56,6 +55,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from lpimg.aio import cancel_and_wait
 from lpimg.errors import LinkError
 from lpimg.link.base import DeviceLink, Inbox, LinkStats, RejectLog, ServerLink, check_frame
 from lpimg.link.url import LinkURL, resolve_device_id
@@ -189,6 +189,25 @@ def parse_mqtt_settings(url: LinkURL, *, default_mtu: int = DEFAULT_MQTT_MTU) ->
 MessageHandler = Callable[[str, bytes], None]
 
 
+def _direct_delivery(deliver: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """A message "queue" for ``aiomqtt.Client(queue_type=...)`` that hands each message to
+    ``deliver`` as paho parses it, instead of queueing it for ``client.messages``.
+
+    aiomqtt's message iterator costs a task and an ``asyncio.wait`` per message, which was
+    most of what a server spent on a garbage frame and capped the rate it could read from its
+    broker connection (the broker then drops messages for it, legitimate ones included). Our
+    handlers are synchronous and never block (they count, filter and put into a bounded
+    inbox), so they can run in paho's read callback. ``client.messages`` stays empty and is
+    still awaited, for the disconnection it reports.
+    """
+
+    class DirectDelivery(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            deliver(item)
+
+    return DirectDelivery
+
+
 class MqttConnection:
     """One broker session that outlives broker restarts: connect, subscribe, deliver messages,
     publish or queue, reconnect with back-off. Used by every MQTT-based link."""
@@ -269,6 +288,7 @@ class MqttConnection:
         return aiomqtt.Client(
             s.host,
             s.port,
+            queue_type=_direct_delivery(self._deliver),
             username=s.username,
             password=s.password,
             identifier=s.client_id,
@@ -301,6 +321,8 @@ class MqttConnection:
                     flusher = asyncio.create_task(self._flush(client))
                     try:
                         async for message in client.messages:
+                            if self._closing:  # a cancellation lost in aiomqtt (see lpimg.aio)
+                                break
                             self._deliver(message)
                     finally:
                         self._client = None
@@ -322,6 +344,8 @@ class MqttConnection:
             delay = min(delay * 2, s.reconnect_max)
 
     def _deliver(self, message: aiomqtt.Message) -> None:
+        if self._closing:
+            return
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             payload = b""
@@ -383,10 +407,8 @@ class MqttConnection:
     async def close(self) -> None:
         self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            await cancel_and_wait(task)  # its failures were reported by _task_done
         self._client = None
         self._connected.clear()
         if self._outbox:
@@ -561,6 +583,9 @@ class MqttServerBase(ServerLink):
         check_topic_level(device, "device id")
         topic, payload = self.encode_downlink(device, frame)
         await self._conn.publish(topic, payload, frame)
+
+    def prioritize(self, established: Callable[[str], bool]) -> None:
+        self._inbox.priority = established
 
     async def recv(self) -> tuple[str, bytes]:
         item = await self._inbox.get()

@@ -26,11 +26,13 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import serial
 import serial_asyncio_fast
 
+from lpimg.aio import cancel_and_wait
 from lpimg.errors import LinkError
 from lpimg.link.base import DeviceLink, Inbox, LinkStats, RejectLog, ServerLink, check_frame
 from lpimg.link.framing import FRAMINGS, Deframer, Framing, encode_frame
@@ -168,9 +170,7 @@ class _FramedPort:
         self._closed = True
         self.inbox.close("link closed")
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._writer is not None:
             self._writer.close()
             with contextlib.suppress(Exception):
@@ -222,6 +222,9 @@ class SerialServerLink(ServerLink):
                 f"serial link {self.settings.label} reaches only device {self.device_id!r}, not {device!r}"
             )
         await self._port.write(frame)
+
+    def prioritize(self, established: Callable[[str], bool]) -> None:
+        self._port.inbox.priority = established
 
     async def recv(self) -> tuple[str, bytes]:
         frame = await self._port.inbox.get()

@@ -37,6 +37,7 @@ from lpimg.protocol.reassembly import (
     Rejected,
 )
 from lpimg.protocol.stats import ServerStats
+from lpimg.protocol.timers import DeadlineQueue, FinishOrder
 from lpimg.wire import (
     PROTOCOL_VERSION,
     AbortReason,
@@ -180,6 +181,8 @@ class ServerProtocol:
         self._reserved_total = 0
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         """Per-device token buckets of the rate limit: (tokens, time of the last refill)."""
+        self._timers = DeadlineQueue(self._deadline_of, lambda: self._sessions)
+        self._finish_order = FinishOrder(self._finished_at)
 
     # -- sans-I/O API ------------------------------------------------------------------------
 
@@ -190,6 +193,7 @@ class ServerProtocol:
     def receive_frame(self, device: str, data: bytes, now: float) -> None:
         """Take one uplink from ``device``. Bad frames are counted and dropped, never raised."""
         self.stats.uplinks += 1
+        self._timers.touch(device)
         if self.config.rate_limit is not None and not self._take_token(device, now):
             self.stats.limited("rate_limit")
             return
@@ -276,14 +280,13 @@ class ServerProtocol:
 
     def get_timer(self) -> float | None:
         """The earliest idle timeout or retention expiry of any session."""
-        deadlines = [self._deadline(session) for session in self._sessions.values()]
-        return min(deadlines) if deadlines else None
+        return self._timers.earliest()
 
     def handle_timer(self, now: float) -> None:
         """End idle sessions and forget finished ones whose retention has passed."""
-        for device, session in list(self._sessions.items()):
-            if now < self._deadline(session):
-                continue
+        for device in self._timers.due(now):
+            session = self._sessions[device]
+            self._timers.touch(device)
             if session.state is SessionState.ACTIVE:
                 assert session.reassembler is not None
                 if session.reassembler.at_rest():
@@ -297,6 +300,7 @@ class ServerProtocol:
                     self._abort(session, AbortReason.IDLE_TIMEOUT, now, "idle timeout")
             else:
                 del self._sessions[device]
+                self._finish_order.discard(device)
 
     # -- application controls ----------------------------------------------------------------
 
@@ -349,6 +353,16 @@ class ServerProtocol:
             reassembler.verified if reassembler else session.layer_count,
             reassembler.held_bytes if reassembler else 0,
             session.fragment_size,
+        )
+
+    def is_established(self, device: str) -> bool:
+        """Whether ``device`` has an active session whose descriptor verified: a transfer under
+        way, whose frames a server short of time should handle before anyone else's."""
+        session = self._sessions.get(device)
+        return (
+            session is not None
+            and session.reassembler is not None
+            and bool(session.reassembler.layer_sizes)
         )
 
     def devices(self) -> list[str]:
@@ -426,8 +440,11 @@ class ServerProtocol:
             key=key,
         )
         self._sessions[snapshot.device] = session
+        self._timers.touch(snapshot.device)
         if active:
             self._admit(session)
+        elif snapshot.finished_at is not None:
+            self._finish_order.add(snapshot.device, snapshot.finished_at)
 
     # -- uplink handling ---------------------------------------------------------------------
 
@@ -642,6 +659,16 @@ class ServerProtocol:
         assert session.finished_at is not None
         return session.finished_at + self.config.finished_retention
 
+    def _deadline_of(self, device: str) -> float | None:
+        session = self._sessions.get(device)
+        return None if session is None else self._deadline(session)
+
+    def _finished_at(self, device: str) -> float | None:
+        session = self._sessions.get(device)
+        if session is None or session.state is SessionState.ACTIVE:
+            return None
+        return session.finished_at
+
     def _complete(self, session: _Session, now: float) -> None:
         assert session.reassembler is not None
         session.layer_count = len(session.reassembler.layer_sizes)
@@ -665,6 +692,8 @@ class ServerProtocol:
             self._release(session)
         session.state = state
         session.finished_at = now
+        self._timers.touch(session.device)
+        self._finish_order.add(session.device, now)
         session.abort_reason = reason
         session.reassembler = None
         session.refines.clear()
@@ -702,11 +731,11 @@ class ServerProtocol:
 
     def _evict(self) -> bool:
         """Make room by forgetting the longest-finished session; False if all are active."""
-        finished = [s for s in self._sessions.values() if s.state is not SessionState.ACTIVE]
-        if not finished:
+        oldest = self._finish_order.oldest()
+        if oldest is None:
             return False
-        oldest = min(finished, key=lambda s: s.finished_at or 0.0)
-        del self._sessions[oldest.device]
+        del self._sessions[oldest]
+        self._finish_order.discard(oldest)
         self.stats.sessions_evicted += 1
         return True
 
