@@ -97,3 +97,18 @@ def test_a_session_is_established_once_its_descriptor_verified() -> None:
         now += 1.0
     assert True in states  # described: its frames go first
     assert not server.is_established("cam")  # complete: no longer a transfer under way
+
+
+def test_a_server_with_a_device_list_hands_listed_devices_frames_over_first() -> None:
+    """A listed device's session start must not queue behind garbage from unknown ids."""
+    from lpimg.endpoint import Server
+    from lpimg.link import open_server_link
+
+    async def check() -> tuple[bool, bool, bool]:
+        async with open_server_link("sim://lorawan-eu868:dr5") as link:
+            listed = Server(link, decode=False, devices={"cam-1"})
+            anyone = Server(link, decode=False)
+            return (listed._prioritized("cam-1"), listed._prioritized("stranger"),
+                    anyone._prioritized("cam-1"))
+
+    assert asyncio.run(check()) == (True, False, False)

@@ -168,12 +168,15 @@ class ServerProcess:
     connected; :meth:`finish` stops it and returns its report (JSON)."""
 
     def __init__(self, url: str, expect: int, *, decode: bool = True, ack_timeout: float = 2.0,
-                 legit_prefix: str = "", model: str = "lpimg-b1", log_level: str = "WARNING") -> None:
+                 legit_prefix: str = "", model: str = "lpimg-b1", log_level: str = "WARNING",
+                 allowlist: bool = False) -> None:
         self.args = [sys.executable, "-m", "lpimg.bench.serverproc", url, "--expect", str(expect),
                      "--ack-timeout", str(ack_timeout), "--model", model, "--legit-prefix", legit_prefix,
                      "--log-level", log_level]
         if not decode:
             self.args.append("--no-decode")
+        if allowlist:
+            self.args.append("--allowlist")
         self.proc: subprocess.Popen[str] | None = None
         # The server's log goes to a file: a pipe nobody reads would block a chatty server.
         self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in __exit__

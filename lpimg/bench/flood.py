@@ -40,7 +40,7 @@ def run(sessions: int = 100, garbage_fps: float = 10_000.0, *, loss: float = 0.0
         height: int = 48, mtu: int = 51, ack_timeout: float = 2.0, lead: float = 1.0,
         ramp: float | None = None, interval: float = 0.02, timeout: float = 600.0, spoof: float = 0.0,
         mix: tuple[float, float, float] = (1.0, 1.0, 1.0), decode: bool = True,
-        model: str = "lpimg-b1", seed: int = 1) -> dict[str, Any]:
+        model: str = "lpimg-b1", seed: int = 1, allowlist: bool = False) -> dict[str, Any]:
     if sessions < 1:
         raise LpimgError(f"--sessions must be at least 1, got {sessions}")
     if garbage_fps < 0:
@@ -52,7 +52,7 @@ def run(sessions: int = 100, garbage_fps: float = 10_000.0, *, loss: float = 0.0
     with Broker() as broker:
         url = broker.url(mtu=mtu)
         with ServerProcess(url, sessions, decode=decode, ack_timeout=ack_timeout, legit_prefix="cam-",
-                           model=model) as server:
+                           model=model, allowlist=allowlist) as server:
             flooder = subprocess.Popen(
                 [sys.executable, "-m", "lpimg.bench.flooder", "--port", str(broker.port), "--rate",
                  str(garbage_fps), "--mtu", str(mtu), "--legit", ",".join(ids), "--spoof", str(spoof),
@@ -96,6 +96,7 @@ def run(sessions: int = 100, garbage_fps: float = 10_000.0, *, loss: float = 0.0
         "garbage_mix": flood["pool"],
         "broker": broker_counters,  # mosquitto's own counts; "dropped": a subscriber fell behind
         "spoof": spoof,
+        "allowlist": allowlist,
         "loss": loss,
         "picture": f"{width}x{height}",
         "payload_bytes": encoded.total_bytes,
@@ -151,6 +152,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-decode", action="store_true")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--model", default="lpimg-b1")
+    p.add_argument("--allowlist", action="store_true",
+                   help="the server knows its devices (Server(devices=...)): listed ones are handled first")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)
 
@@ -162,7 +165,7 @@ def _cmd(args: argparse.Namespace) -> int:
     result = run(args.sessions, args.garbage_fps, loss=args.loss, width=width, height=height,
                  mtu=args.mtu, ack_timeout=args.ack_timeout, lead=args.lead, ramp=args.ramp,
                  interval=args.interval, timeout=args.timeout, spoof=args.spoof, mix=tuple(args.mix),
-                 decode=not args.no_decode, model=args.model, seed=args.seed)
+                 decode=not args.no_decode, model=args.model, seed=args.seed, allowlist=args.allowlist)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

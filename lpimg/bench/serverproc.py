@@ -77,8 +77,10 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     loop.add_signal_handler(signal.SIGTERM, done.set)
     config = ProtocolConfig(ack_timeout=args.ack_timeout)
     link = await open_server_link(args.url)
+    prefix = args.legit_prefix
+    devices = (lambda device: device.startswith(prefix)) if args.allowlist else None
     server = Server(link, codec=codec, model=args.model, decode=args.decode, config=config,
-                    on_update=on_update)
+                    on_update=on_update, devices=devices)
     server.start()
     rss_ready = _rss_mb()
     cpu_ready = _cpu()
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url")
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--legit-prefix", default="")
+    parser.add_argument("--allowlist", action="store_true",
+                        help="serve only devices whose id starts with --legit-prefix")
     parser.add_argument("--ack-timeout", type=float, default=2.0)
     parser.add_argument("--model", default="lpimg-b1")
     parser.add_argument("--no-decode", dest="decode", action="store_false")

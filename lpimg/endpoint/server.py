@@ -318,7 +318,7 @@ class Server:
         # Sealed downlinks count on Unix time (spec section 15); sim:// runs on its own clock.
         offset = 0.0 if isinstance(link, SimServerLink) else time.time() - time.monotonic()
         self.protocol = ServerProtocol(config, keys=keys, clock_offset=offset)
-        link.prioritize(self.protocol.is_established)  # floods cannot starve running sessions
+        link.prioritize(self._prioritized)  # floods cannot starve running (or known) devices
         self.policies = list(policies)
         self._devices = devices
         self.on_update = on_update
@@ -361,6 +361,14 @@ class Server:
 
             self._codec = LearnedCodec.load(self._model)
         return self._codec
+
+    def _prioritized(self, device: str) -> bool:
+        """Frames the link hands over first when frames queue up: those of sessions whose
+        descriptor verified and, when the server has a device list, of every listed device (so
+        a listed device's session start does not compete with garbage from unknown ids)."""
+        if self.protocol.is_established(device):
+            return True
+        return self._devices is not None and self._allowed(device)
 
     def _allowed(self, device: str) -> bool:
         if self._devices is None:
