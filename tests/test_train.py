@@ -40,6 +40,26 @@ def test_resume_reproduces_the_uninterrupted_run(data_dir, tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_colour_options_resume_identically_and_change_the_run(data_dir, tmp_path):
+    """--clamp-latents, --noise-mix and --chroma-weight are part of the schedule: a resumed run
+    reproduces them, and they do change what is learned."""
+    import dataclasses
+
+    def cfg(out):
+        return dataclasses.replace(config(data_dir, out), clamp_latents=True, noise_mix=0.5,
+                                   chroma_weight=8.0)
+
+    straight = load_trained_model(train(cfg(tmp_path / "a"), progress=False))
+    train(cfg(tmp_path / "b"), progress=False, stop_at=1)
+    resumed = load_trained_model(train(config(data_dir, tmp_path / "b"), resume=True, progress=False))
+    plain = load_trained_model(train(config(data_dir, tmp_path / "c"), progress=False))
+    same = [torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
+                                             resumed.state_dict().values(), strict=True)]
+    assert all(same)  # the saved schedule wins over today's command line
+    assert not all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
+                                                    plain.state_dict().values(), strict=True))
+
+
 def test_packed_checkpoint_resumes_identically(data_dir, tmp_path, monkeypatch):
     import lpimg.codec.train as train_module
 
