@@ -13,6 +13,7 @@ from endpoint_helpers import assert_exact, codec, crop
 
 from lpimg.bench.forge import KINDS, run_forge
 from lpimg.endpoint import Device, DeviceResult, ImageUpdate, Server
+from lpimg.endpoint.keys import KeyStore, load_device_key
 from lpimg.link import open_device_link, open_server_link
 from lpimg.protocol import (
     DeviceSession,
@@ -25,8 +26,6 @@ from lpimg.protocol import device as device_module
 from lpimg.protocol.auth import (
     AuthError,
     DownlinkRejected,
-    KeyStore,
-    load_device_key,
     open_downlink,
     record_check,
     seal_downlink,

@@ -17,6 +17,7 @@ does not import torch; the codec is loaded when a device encodes or a server dec
 from lpimg.endpoint import sim as _sim
 from lpimg.endpoint.coding import TOP_PLANE_KEY, EncodedImage, encode_image
 from lpimg.endpoint.device import Device, DeviceResult, Pacing
+from lpimg.endpoint.keys import KeyStore, load_device_key
 from lpimg.endpoint.persist import ServerStore, StateError
 from lpimg.endpoint.policies import (
     Action,
@@ -36,6 +37,8 @@ from lpimg.endpoint.store import DeviceStore, StoreError
 _sim.register()
 
 __all__ = [
+    "KeyStore",
+    "load_device_key",
     "TOP_PLANE_KEY",
     "Action",
     "ByteBudget",

@@ -116,7 +116,7 @@ def _device_key(args: argparse.Namespace) -> bytes | None:
     """``send --key-file``: 32 hex digits, or a key store file holding this device's key."""
     if not args.key_file:
         return None
-    from lpimg.protocol.auth import load_device_key
+    from lpimg.endpoint.keys import load_device_key
 
     return load_device_key(args.key_file, args.device)
 
@@ -125,7 +125,7 @@ def _key_store(args: argparse.Namespace) -> Any:
     """``serve --key-file``: a JSON object of device id -> 32 hex digits."""
     if not args.key_file:
         return None
-    from lpimg.protocol.auth import KeyStore
+    from lpimg.endpoint.keys import KeyStore
 
     return KeyStore.load(args.key_file)
 

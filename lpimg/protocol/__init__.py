@@ -5,7 +5,7 @@ here does I/O, sleeps, reads a clock or draws random numbers, so a transfer can 
 exhaustively and simulated over days of airtime in milliseconds.
 """
 
-from lpimg.protocol.auth import AuthError, KeyStore
+from lpimg.protocol.auth import AuthError
 from lpimg.protocol.config import RECEIVE_SPAN, ProtocolConfig
 from lpimg.protocol.device import REQUESTED, AddedGroup, DeviceSession
 from lpimg.protocol.events import (
@@ -35,7 +35,6 @@ __all__ = [
     "DeviceSession",
     "DeviceStats",
     "Event",
-    "KeyStore",
     "LayerReceived",
     "LayersAcknowledged",
     "LayersAnnounced",

@@ -154,7 +154,7 @@ class SessionInfo:
 class ServerProtocol:
     """The server core for any number of devices (sans-I/O; see docs/DESIGN-NOTES.md).
 
-    ``keys`` (device id -> 128-bit key, e.g. a :class:`~lpimg.protocol.auth.KeyStore`) makes
+    ``keys`` (device id -> 128-bit key, e.g. a :class:`~lpimg.endpoint.keys.KeyStore`) makes
     those devices authenticate (spec section 15): only START_AUTH opens their sessions, their
     records are checked with AES-CMAC tags and every downlink to them is sealed. The downlink
     counter follows ``now + clock_offset`` read as Unix seconds, so give ``clock_offset`` when
