@@ -98,3 +98,28 @@ def test_resume_without_checkpoint_is_an_error(data_dir, tmp_path):
 def test_kodak_is_refused(tmp_path):
     with pytest.raises(CodecError, match="Kodak"):
         train(TrainConfig(data=[str(tmp_path / "kodak")], out=str(tmp_path / "k")), progress=False)
+
+
+def test_init_from_starts_at_another_runs_weights(data_dir, tmp_path):
+    """--init-from carries the weights (not the optimizer, not the iteration) of another run, from a
+    checkpoint, a packed run directory or exported weights alike; a missing source is an error."""
+    import dataclasses
+
+    first = train(config(data_dir, tmp_path / "a"), progress=False)  # final.pt (fp16 synthesis)
+    warm = dataclasses.replace(config(data_dir, tmp_path / "w", iterations=2), init_from=str(tmp_path / "a"))
+    stopped = train(warm, progress=False, stop_at=0)  # checkpoint before any step: the initial weights
+    start = torch.load(stopped, weights_only=False)
+    assert start["iteration"] == 0
+    source = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    for k, v in source.items():
+        assert torch.equal(start["model"][k], v), k
+    # exported weights work too, and differ from a cold start
+    cold = torch.load(train(config(data_dir, tmp_path / "c", iterations=2), progress=False, stop_at=0),
+                      weights_only=False)["model"]
+    from_final = dataclasses.replace(config(data_dir, tmp_path / "f", iterations=2), init_from=str(first))
+    warm_f = torch.load(train(from_final, progress=False, stop_at=0), weights_only=False)["model"]
+    assert not torch.equal(warm_f["analysis.layers.0.conv.weight"], cold["analysis.layers.0.conv.weight"])
+    assert torch.equal(warm_f["analysis.layers.0.conv.weight"], source["analysis.layers.0.conv.weight"])
+    with pytest.raises(CodecError, match="init-from"):
+        train(dataclasses.replace(config(data_dir, tmp_path / "x"), init_from=str(tmp_path / "nope")),
+              progress=False)

@@ -57,6 +57,10 @@ class TrainConfig:
     # natural images, which lpimg-b1 never learned to carry (`lpimg bench colour`: input/output
     # correlation 0.37 on it, 0.97 on red-blue)
     chroma_weight: float = 0.0
+    # start from the weights of another run (a run directory, checkpoint or final.pt) with a fresh
+    # optimizer and schedule: a later run can change the objective without repeating what an earlier
+    # run already learned (lpimg-b3 starts from lpimg-b2's colours). Ignored on --resume.
+    init_from: str | None = None
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 1000
@@ -191,6 +195,20 @@ def load_checkpoint(run_dir: Path) -> dict:
     raise CodecError(f"--resume given but {run_dir} holds no checkpoint.pt (nor packed parts)")
 
 
+def _model_state(source: Path) -> dict:
+    """Model weights of a run directory (whole or packed checkpoint), a checkpoint or final.pt."""
+    if source.is_dir():
+        ck = load_checkpoint(source)
+    elif source.exists():
+        ck = torch.load(source, weights_only=False)
+    else:
+        raise CodecError(f"--init-from {source}: no such run directory or checkpoint")
+    state = ck.get("model", ck.get("state"))
+    if state is None:
+        raise CodecError(f"--init-from {source}: not a training checkpoint nor exported weights")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def _save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -226,6 +244,8 @@ def train(
     model = Codec(ModelConfig.from_dict(cfg.model))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start = 0
+    if cfg.init_from and not resume:
+        model.load_state_dict(_model_state(Path(cfg.init_from)))
     if resume:
         ck = load_checkpoint(out)
         saved = TrainConfig(**ck["train_config"])
