@@ -186,8 +186,8 @@ def _table_probability(table: np.ndarray, index: np.ndarray) -> np.ndarray:
 class _Decisions(Protocol):
     """What runs the binary decisions of a pass: the encoder, the decoder or a table fitter.
 
-    ``decide`` gets the elements concerned (a C x H x W mask, in C order), their P(1) and, for
-    the flat index into table ``table`` (``sig2``, ``sign``, ``ref``) and, for ``ref``, the
+    ``decide`` gets the elements concerned (a C x H x W mask, in C order), their P(1), their flat
+    indices into table ``table`` (``sig2``, ``sign``, ``ref``) and, for ``ref`` when fitting, the
     density's own P(1) (what the fitter smooths toward); it returns the decisions (0/1 ints, one
     per element of the mask).
     """
@@ -274,7 +274,8 @@ def _refinement_pass(known: np.ndarray, pos: np.ndarray, plane: int, coder: _Pas
     chan = np.broadcast_to(np.arange(known.shape[0])[:, None, None], known.shape)
     index = (chan[sel] * NUM_PLANES + plane) * REF_CONTEXTS + refinement_context(known, plane)[sel]
     p1 = _table_probability(coder.tables.ref, index)
-    bits = io.decide("ref", sel, p1, index, plane, static=coder.ref_probabilities(mag, sel, plane))
+    static = coder.ref_probabilities(mag, sel, plane) if isinstance(io, _Counting) else None
+    bits = io.decide("ref", sel, p1, index, plane, static=static)
     add = np.zeros_like(known)
     add[sel] = bits.astype(known.dtype) << plane
     known += np.sign(known) * add

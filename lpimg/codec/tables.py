@@ -34,6 +34,9 @@ SIGN_CONTEXTS = 9  # (sign of left + right) x (sign of up + down), each -1, 0, +
 REF_LEVEL_BINS = np.array([1, 2, 3, 4, 8])  # lower edges: |k| >> (p + 1) of the refined element
 REF_NEIGHBOUR_BINS = np.array([0, 1, 2, 4, 8])  # lower edges: neighbours' level sum / own level
 REF_CONTEXTS = len(REF_LEVEL_BINS) * len(REF_NEIGHBOUR_BINS)  # 25
+# the bins as lookup tables (levels <= 127; neighbour sums <= 8 * 15): searchsorted is slow
+_REF_LEVEL_BIN = np.searchsorted(REF_LEVEL_BINS, np.arange(QMAX + 1), side="right") - 1
+_REF_NEIGHBOUR_BIN = np.searchsorted(REF_NEIGHBOUR_BINS, np.arange(8 * 15 + 1), side="right") - 1
 
 
 def significance_context(known_sig: np.ndarray) -> np.ndarray:
@@ -139,9 +142,9 @@ def refinement_context(known_q: np.ndarray, plane: int) -> np.ndarray:
         + pad[:, 1:-1, :-2] + pad[:, 1:-1, 2:]
         + pad[:, 2:, :-2] + pad[:, 2:, 1:-1] + pad[:, 2:, 2:]
     )
-    own = np.searchsorted(REF_LEVEL_BINS, np.maximum(level, 1), side="right") - 1
-    rel = np.searchsorted(REF_NEIGHBOUR_BINS, neigh // np.maximum(level, 1), side="right") - 1
-    return (own * len(REF_NEIGHBOUR_BINS) + rel).astype(np.int64)
+    own = _REF_LEVEL_BIN[np.maximum(level, 1)]
+    rel = _REF_NEIGHBOUR_BIN[neigh // np.maximum(level, 1)]
+    return own * len(REF_NEIGHBOUR_BINS) + rel
 
 
 def _check_probabilities(name: str, table: np.ndarray, shape: tuple[int, ...]) -> None:
