@@ -14,10 +14,24 @@ from lpimg.codec.bitplane import (
     BitplaneEncoder,
     LayerSpec,
     Region,
+    fit_codec_tables,
     pass_kind,
+    replay_passes,
 )
 from lpimg.codec.model import known_interval
-from lpimg.codec.tables import CodecTables, SignificanceCounter, quantize_pmf
+from lpimg.codec.tables import (
+    PHASE_A_CONTEXTS,
+    REF_CONTEXTS,
+    SIG2_CONTEXTS,
+    SIGN_CONTEXTS,
+    CodecTables,
+    first_phase,
+    phase_a_context,
+    phase_b_context,
+    quantize_pmf,
+    refinement_context,
+    sign_context,
+)
 from lpimg.errors import CodecError
 
 
@@ -26,9 +40,7 @@ def laplace_tables(channels: int, scales: np.ndarray, q_fit: np.ndarray) -> Code
     pmf = np.exp(-np.abs(v)[None] / scales[:, None])
     pmf /= pmf.sum(1, keepdims=True)
     counts = quantize_pmf(pmf)
-    counter = SignificanceCounter(channels)
-    counter.add(q_fit)
-    return CodecTables(counts, counter.table(counts))
+    return fit_codec_tables(counts, [q_fit])
 
 
 def random_latents(seed: int, c: int = 8, h: int = 5, w: int = 7, scale_max: float = 20.0):
@@ -135,7 +147,131 @@ def test_garbage_layer_never_crashes(tables, garbage):
 
 
 def test_tables_reject_bad_shapes():
+    sig2, sign = np.full((2, 7, SIG2_CONTEXTS), 9), np.full((2, SIGN_CONTEXTS), 9)
+    ref = np.full((2, 7, REF_CONTEXTS), 9)
+    CodecTables(np.ones((2, 255)), np.ones((2, 7, 16)), sig2, sign, ref)
     with pytest.raises(CodecError):
-        CodecTables(np.ones((2, 10)), np.ones((2, 7, 16)))
+        CodecTables(np.ones((2, 10)), np.ones((2, 7, 16)), sig2, sign, ref)
     with pytest.raises(CodecError):
-        CodecTables(np.ones((2, 255)), np.zeros((2, 7, 16)))
+        CodecTables(np.ones((2, 255)), np.zeros((2, 7, 16)), sig2, sign, ref)
+    with pytest.raises(CodecError, match="lpimg release"):
+        CodecTables(np.ones((2, 255)), np.ones((2, 7, 16)), np.full((2, 7, 16), 9), sign, ref)
+    with pytest.raises(CodecError):
+        CodecTables(np.ones((2, 255)), np.ones((2, 7, 16)), sig2, np.zeros((2, SIGN_CONTEXTS)), ref)
+    with pytest.raises(CodecError, match="lpimg release"):
+        CodecTables(np.ones((2, 255)), np.ones((2, 7, 16)), sig2, sign, np.full((2, 7, 16), 9))
+
+
+def test_tables_of_the_one_phase_codec_are_refused(tables):
+    old = {"pmf": tables.pmf.astype(np.int32), "sig": tables.sig.astype(np.int32)}
+    with pytest.raises(CodecError, match="lpimg release"):
+        CodecTables.from_dict(old)
+    again = CodecTables.from_dict(tables.to_dict())
+    for name in ("pmf", "sig", "sig2", "sign", "ref"):
+        assert np.array_equal(getattr(again, name), getattr(tables, name))
+
+
+def test_phase_contexts():
+    assert first_phase(2, 3).tolist() == [[True, False, True], [False, True, False]]
+    known = np.zeros((2, 3, 3), bool)
+    known[0, 0, 0] = known[0, 0, 1] = known[1, 1, 1] = True
+    a = phase_a_context(known)
+    # channel 0 at (1, 1): 2 significant neighbours; 1 channel significant at (1, 1)
+    assert a[0, 1, 1] == 2 * 7 + 1
+    assert a[1, 0, 0] == 1 * 7 + 1  # neighbour (1, 1) in channel 1; channel 0 significant here
+    new_a = np.zeros_like(known)
+    new_a[0, 0, 2] = new_a[0, 2, 0] = True  # not direct neighbours of (1, 1)...
+    new_a[0, 1, 0] = True  # ...this one is
+    b = phase_b_context(known, new_a)
+    assert b[0, 1, 1] == PHASE_A_CONTEXTS + a[0, 1, 1] * 5 + 1
+    assert b[0, 1, 1] < SIG2_CONTEXTS
+    q = np.zeros((1, 3, 3), np.int32)
+    q[0, 1, 0], q[0, 1, 2], q[0, 0, 1] = -3, -1, 5
+    assert sign_context(q)[0, 1, 1] == 0 * 3 + 2  # left + right negative, up + down positive
+    q[0, 1, 1] = 9
+    # plane 1: own level 9 >> 2 = 2 (bin 1); neighbour levels 0 + 0 + 5 >> 2 = 1, 1 // 2 = 0
+    assert refinement_context(q, 1)[0, 1, 1] == 1 * 5 + 0
+    q[0, 0, 0] = q[0, 2, 2] = 20  # + 5 + 5: 11 // 2 = 5, bin 3
+    assert refinement_context(q, 1)[0, 1, 1] == 1 * 5 + 3
+
+
+def _sync(enc: BitplaneEncoder, dec: BitplaneDecoder, spec: LayerSpec) -> int:
+    data = enc.encode(spec)
+    dec.apply(spec, data)
+    assert np.array_equal(dec.q, enc.known)  # the decoder's state is what the contexts assumed
+    assert np.array_equal(dec.passes, enc.passes)
+    return len(data)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), steps=st.lists(
+    st.tuples(st.integers(0, 15), st.integers(0, 11), st.integers(1, 16), st.integers(1, 12),
+              st.integers(1, 4)), max_size=6),
+    prefix=st.integers(0, 6))
+def test_two_phase_passes_decode_under_regions_and_prefixes(tables, seed, steps, prefix):
+    """Regions of any parity and size, mixed with whole-grid prefixes, then the rest."""
+    q, _ = random_latents(seed, h=12, w=16)
+    enc = BitplaneEncoder(q, tables)
+    dec = BitplaneDecoder(q.shape, enc.top, tables)
+    for spec in enc.default_layers()[:prefix]:
+        _sync(enc, dec, spec)
+    for x, y, w, h, more in steps:
+        region = Region(x, y, w, h)
+        target = int(enc.passes[y:y + h, x:x + w].min()) + more
+        for spec in enc.refine_specs(region, target):
+            _sync(enc, dec, spec)
+    for spec in enc.default_layers():
+        if (enc.passes <= spec.index).any():
+            _sync(enc, dec, spec)
+    assert np.array_equal(dec.q, q)
+
+
+def test_encoder_rebuilt_from_its_pass_counters_stays_in_step(tables):
+    """After a reboot a device only has its latents and the counters replayed from the layers
+    it sent: the contexts must be the same as if it had never stopped."""
+    q, _ = random_latents(7, h=12, w=16)
+    enc = BitplaneEncoder(q, tables)
+    dec = BitplaneDecoder(q.shape, enc.top, tables)
+    sent = enc.default_layers()[:4] + enc.refine_specs(Region(3, 2, 5, 7), 9)
+    for spec in sent:
+        _sync(enc, dec, spec)
+    rebuilt = BitplaneEncoder(q, tables)
+    rebuilt.passes = replay_passes(sent, q.shape[1:], rebuilt.top)
+    for spec in rebuilt.refine_specs(Region(0, 0, 16, 12), rebuilt.total_passes):
+        _sync(rebuilt, dec, spec)
+    assert np.array_equal(dec.q, q)
+
+
+def test_contexts_pay_on_structured_latents():
+    """Clustered significance with one sign per cluster: what phase B and the sign contexts see.
+
+    Against the same tables with phase B blind to phase A (its entries replaced by the phase A
+    entry of the same context) and signs at even odds, the stream must be clearly shorter.
+    """
+    def blobs(seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        q = np.zeros((4, 24, 32), np.int32)
+        for _ in range(60):
+            c, y, x = rng.integers(4), rng.integers(23), rng.integers(31)
+            q[c, y:y + 2, x:x + 2] = rng.choice([-1, 1]) * rng.integers(4, 16)
+        return q
+
+    scales = np.full(4, 2.0)
+    v = np.arange(-127, 128)
+    counts = quantize_pmf(np.exp(-np.abs(v)[None] / scales[:, None]) / 20)
+    fitted = fit_codec_tables(counts, [blobs(s) for s in range(1, 6)])
+    blind_sig2 = fitted.sig2.copy()
+    base = np.arange(PHASE_A_CONTEXTS)
+    for m in range(5):
+        blind_sig2[:, :, PHASE_A_CONTEXTS + base * 5 + m] = fitted.sig2[:, :, base]
+    blind = CodecTables(fitted.pmf, fitted.sig, blind_sig2, np.full_like(fitted.sign, 1 << 15), fitted.ref)
+
+    def size(t: CodecTables) -> int:
+        q = blobs(0)
+        enc = BitplaneEncoder(q, t)
+        dec = BitplaneDecoder(q.shape, enc.top, t)
+        n = sum(_sync(enc, dec, spec) for spec in enc.default_layers())
+        assert np.array_equal(dec.q, q)
+        return n
+
+    assert size(fitted) < 0.85 * size(blind)

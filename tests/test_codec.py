@@ -167,6 +167,18 @@ def test_other_model_id_is_refused(codec):
         codec.decoder(header)
 
 
+def test_weights_with_tables_of_the_one_phase_coder_are_refused(tmp_path):
+    """A weights file released before the two-phase coder must not load (its streams would not
+    decode); the error says how to fix it."""
+    from lpimg.codec.pipeline import WEIGHTS_DIR
+
+    blob = torch.load(WEIGHTS_DIR / "lpimg-b1.pt", map_location="cpu", weights_only=False)
+    blob["tables"] = {"pmf": blob["tables"]["pmf"], "sig": blob["tables"]["sig"]}
+    torch.save(blob, tmp_path / "old.pt")
+    with pytest.raises(CodecError, match="lpimg release"):
+        LearnedCodec.load(tmp_path / "old.pt")
+
+
 def test_unknown_model_name(tmp_path):
     with pytest.raises(CodecError, match="no model"):
         LearnedCodec.load("no-such-model")

@@ -12,18 +12,38 @@ A *layer* is one pass over a rectangle of latent positions (the whole grid by de
 keep a per-position pass counter ``passes[y, x]``; a layer (j, region) codes pass j for the
 positions of the region whose counter is j and advances them. Every probability comes from the
 integer tables of :class:`~lpimg.codec.tables.CodecTables` and the state both ends share, and is
-converted to float64 by one exact division, so encoder and decoder agree bit for bit; all the
-decisions of one pass are coded in one vectorized ``constriction`` call.
+converted to float64 by one exact division, so encoder and decoder agree bit for bit. The
+decisions of a pass are coded in a few vectorized ``constriction`` calls: a significance pass
+codes its (x + y)-even positions first (phase A) and then the others (phase B), whose contexts
+see phase A's results, each phase followed by the signs of its newly significant elements; a
+refinement pass is one call (spec/PROTOCOL.md 10.2).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import constriction
 import numpy as np
 
-from lpimg.codec.tables import CodecTables, significance_context
+from lpimg.codec.tables import (
+    NUM_PLANES,
+    QMAX,
+    REF_CONTEXTS,
+    SIG2_CONTEXTS,
+    SIGN_CONTEXTS,
+    CodecTables,
+    ContextCounter,
+    SignificanceCounter,
+    first_phase,
+    phase_a_context,
+    phase_b_context,
+    refinement_context,
+    sign_context,
+    uninformed_tables,
+)
 from lpimg.errors import CodecError
 
 _BINARY = constriction.stream.model.Categorical(perfect=False)
@@ -79,6 +99,24 @@ def sig_plane_of(passes: np.ndarray, top: int) -> np.ndarray:
     return top + 1 - sig_done
 
 
+_HIGH_BIT = np.array([0] + [1 << (v.bit_length() - 1) for v in range(1, QMAX + 1)], dtype=np.int32)
+
+
+def known_latents(q: np.ndarray, passes: np.ndarray, top: int) -> np.ndarray:
+    """What a decoder holds of latents ``q`` after ``passes[y, x]`` passes at each position.
+
+    Significant elements (|q| >= 2^s, s the lowest plane whose significance was sent) keep their
+    sign, their top bit and their bits down to the lowest refined plane; the rest is 0. It only
+    depends on the pass counters, so an encoder rebuilt from its counters (after a reboot: see
+    :func:`replay_passes`) codes with the very contexts its decoder computes.
+    """
+    mag = np.abs(q).astype(np.int32)
+    sig_plane = sig_plane_of(passes, top)[None]
+    refined = np.where(passes > 0, top - (passes - 1) // 2, top + 1)[None]
+    kmag = ((mag >> refined) << refined) | _HIGH_BIT[mag]
+    return np.where(mag >= (1 << sig_plane), np.sign(q) * kmag, 0).astype(np.int32)
+
+
 def top_plane(q: np.ndarray) -> int:
     peak = int(np.abs(q).max()) if q.size else 0
     return max(peak, 1).bit_length() - 1
@@ -117,20 +155,12 @@ def _bytes_to_words(data: bytes) -> np.ndarray:
 
 
 class _PassCoder:
-    """The probabilities of one pass, computed identically by encoder and decoder."""
+    """The tables of a stream and the density's refinement probabilities (what the intra fitter
+    and the conditional coder of reference.py use; the intra coder codes with ``tables.ref``)."""
 
     def __init__(self, tables: CodecTables, top: int) -> None:
         self.tables = tables
         self.top = top
-
-    def sig_probabilities(
-        self, known_sig: np.ndarray, sel: np.ndarray, plane: int,
-    ) -> np.ndarray:
-        """P(significant) for the selected elements (sel: bool C,H,W)."""
-        ctx = significance_context(known_sig)
-        chan = np.broadcast_to(np.arange(sel.shape[0])[:, None, None], sel.shape)
-        counts = self.tables.sig[chan[sel], plane, ctx[sel]].astype(np.float64)
-        return counts / float(self.tables.PROB_ONE)
 
     def ref_probabilities(self, mag: np.ndarray, sel: np.ndarray, plane: int) -> np.ndarray:
         """P(bit ``plane`` = 1) from the magnitude distribution within the known interval."""
@@ -148,6 +178,145 @@ def _binary_probs(p1: np.ndarray) -> np.ndarray:
     return np.stack([1.0 - p1, p1], axis=1)
 
 
+def _table_probability(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Entries of an integer table at flat indices, as probabilities (one exact division)."""
+    return table.reshape(-1)[index].astype(np.float64) / float(CodecTables.PROB_ONE)
+
+
+class _Decisions(Protocol):
+    """What runs the binary decisions of a pass: the encoder, the decoder or a table fitter.
+
+    ``decide`` gets the elements concerned (a C x H x W mask, in C order), their P(1), their flat
+    indices into table ``table`` (``sig2``, ``sign``, ``ref``) and, for ``ref`` when fitting, the
+    density's own P(1) (what the fitter smooths toward); it returns the decisions (0/1 ints, one
+    per element of the mask).
+    """
+
+    def decide(self, table: str, mask: np.ndarray, p1: np.ndarray, index: np.ndarray,
+               plane: int, static: np.ndarray | None = None) -> np.ndarray: ...
+
+
+class _Encoding:
+    def __init__(self, q: np.ndarray, mag: np.ndarray, enc: constriction.stream.queue.RangeEncoder) -> None:
+        self.q, self.mag, self.enc = q, mag, enc
+
+    def decide(self, table: str, mask: np.ndarray, p1: np.ndarray, index: np.ndarray,
+               plane: int, static: np.ndarray | None = None) -> np.ndarray:
+        bits = (self.q[mask] < 0) if table == "sign" else (self.mag[mask] >> plane) & 1
+        bits = bits.astype(np.int32)
+        if bits.size:
+            self.enc.encode(bits, _BINARY, _binary_probs(p1))
+        return bits
+
+
+class _Decoding:
+    def __init__(self, dec: constriction.stream.queue.RangeDecoder) -> None:
+        self.dec = dec
+
+    def decide(self, table: str, mask: np.ndarray, p1: np.ndarray, index: np.ndarray,
+               plane: int, static: np.ndarray | None = None) -> np.ndarray:
+        if not p1.size:
+            return np.zeros(0, np.int32)
+        return np.asarray(self.dec.decode(_BINARY, _binary_probs(p1)), dtype=np.int32)
+
+
+class _Counting(_Encoding):
+    """Replays the decisions of known latents into a :class:`ContextCounter` (no coding)."""
+
+    def __init__(self, q: np.ndarray, counter: ContextCounter) -> None:
+        super().__init__(q, np.abs(q), None)  # type: ignore[arg-type]
+        self.counter = counter
+
+    def decide(self, table: str, mask: np.ndarray, p1: np.ndarray, index: np.ndarray,
+               plane: int, static: np.ndarray | None = None) -> np.ndarray:
+        bits = ((self.q[mask] < 0) if table == "sign" else (self.mag[mask] >> plane) & 1).astype(np.int32)
+        if bits.size:
+            self.counter.add(table, index, bits, static)
+        return bits
+
+
+def _significance_pass(
+    known: np.ndarray, pos: np.ndarray, plane: int, tables: CodecTables, io: _Decisions,
+) -> None:
+    """Significance of plane ``plane`` at positions ``pos`` (H, W), in two phases.
+
+    ``known`` (C, H, W) is what the decoder holds (unknown low bits zero); it is updated in
+    place. Phase A codes the elements at (x + y) even positions, then the signs of those that
+    became significant; phase B the others, with contexts that also see phase A's results (its
+    new significance, its signs). Four vectorized calls, in this order, in one layer's bytes.
+    """
+    c, h, w = known.shape
+    known_sig = known != 0
+    sel = pos[None] & ~known_sig
+    first = first_phase(h, w)[None]
+    chan = np.broadcast_to(np.arange(c)[:, None, None], known.shape)
+    ctx_a = phase_a_context(known_sig)
+    new_a = np.zeros_like(sel)
+    for phase_a in (True, False):
+        mask = sel & (first if phase_a else ~first)
+        ctx = ctx_a if phase_a else phase_b_context(known_sig, new_a, ctx_a)
+        index = (chan[mask] * NUM_PLANES + plane) * SIG2_CONTEXTS + ctx[mask]
+        bits = io.decide("sig2", mask, _table_probability(tables.sig2, index), index, plane)
+        newly = np.zeros_like(mask)
+        newly[mask] = bits.astype(bool)
+        sindex = chan[newly] * SIGN_CONTEXTS + sign_context(known)[newly]
+        negative = io.decide("sign", newly, _table_probability(tables.sign, sindex), sindex, plane)
+        known[newly] = np.where(negative.astype(bool), -(1 << plane), 1 << plane)
+        if phase_a:
+            new_a = newly
+
+
+def _refinement_pass(known: np.ndarray, pos: np.ndarray, plane: int, coder: _PassCoder,
+                     io: _Decisions) -> None:
+    """Bit ``plane`` of the elements at ``pos`` that were significant before this plane."""
+    mag = np.abs(known)
+    sel = pos[None] & (mag >= (2 << plane))
+    chan = np.broadcast_to(np.arange(known.shape[0])[:, None, None], known.shape)
+    index = (chan[sel] * NUM_PLANES + plane) * REF_CONTEXTS + refinement_context(known, plane)[sel]
+    p1 = _table_probability(coder.tables.ref, index)
+    static = coder.ref_probabilities(mag, sel, plane) if isinstance(io, _Counting) else None
+    bits = io.decide("ref", sel, p1, index, plane, static=static)
+    add = np.zeros_like(known)
+    add[sel] = bits.astype(known.dtype) << plane
+    known += np.sign(known) * add
+
+
+def _run_pass(known: np.ndarray, pos: np.ndarray, index: int, coder: _PassCoder, io: _Decisions) -> None:
+    kind, plane = pass_kind(index, coder.top)
+    if kind == "sig":
+        _significance_pass(known, pos, plane, coder.tables, io)
+    else:
+        _refinement_pass(known, pos, plane, coder, io)
+
+
+def count_decisions(q: np.ndarray, pmf_counts: np.ndarray, counter: ContextCounter) -> None:
+    """Replay every pass of latents ``q`` (C, H, W) over the whole grid into ``counter``.
+
+    The fitted tables' probabilities do not matter for counting (even odds stand in); the
+    density (``pmf_counts``) gives the refinement bits' prior.
+    """
+    q = q.astype(np.int32)
+    top = top_plane(q)
+    coder = _PassCoder(uninformed_tables(pmf_counts), top)
+    known = np.zeros_like(q)
+    pos = np.ones(q.shape[1:], bool)
+    io = _Counting(q, counter)
+    for index in range(num_passes(top)):
+        _run_pass(known, pos, index, coder, io)
+
+
+def fit_codec_tables(pmf_counts: np.ndarray, latents: Iterable[np.ndarray]) -> CodecTables:
+    """All the integer tables for a density (``pmf_counts``), fitted on training latents."""
+    channels = pmf_counts.shape[0]
+    sig_counter = SignificanceCounter(channels)
+    counter = ContextCounter(channels)
+    for q in latents:
+        sig_counter.add(q)
+        count_decisions(q, pmf_counts, counter)
+    return CodecTables(pmf_counts, sig_counter.table(pmf_counts), counter.sig2_table(pmf_counts),
+                       counter.sign_table(), counter.ref_table())
+
+
 class BitplaneEncoder:
     """Device side: holds the latents and what has been sent of each position."""
 
@@ -160,6 +329,11 @@ class BitplaneEncoder:
         self.top = top_plane(self.q)
         self.passes = np.zeros(q.shape[1:], dtype=np.int32)
         self._coder = _PassCoder(tables, self.top)
+
+    @property
+    def known(self) -> np.ndarray:
+        """The decoder's latents (what the contexts are computed from), from the pass counters."""
+        return known_latents(self.q, self.passes, self.top)
 
     @property
     def total_passes(self) -> int:
@@ -178,29 +352,14 @@ class BitplaneEncoder:
 
     def encode(self, spec: LayerSpec) -> bytes:
         _, h, w = self.q.shape
-        kind, plane = pass_kind(spec.index, self.top)
+        pass_kind(spec.index, self.top)
         area = np.ones((h, w), bool) if spec.region is None else spec.region.clip(w, h).mask(w, h)
         if np.any(area & (self.passes < spec.index)):
             raise CodecError(f"pass {spec.index} requested before earlier passes of its region")
         pos = area & (self.passes == spec.index)
         enc = constriction.stream.queue.RangeEncoder()
-        sig_plane = sig_plane_of(self.passes, self.top)  # per position, before this pass
-        known_sig = self.mag >= (1 << sig_plane)[None].astype(np.int64)
-        if kind == "sig":
-            sel = pos[None] & ~known_sig
-            bits = (self.mag[sel] >> plane) & 1
-            p1 = self._coder.sig_probabilities(known_sig, sel, plane)
-            if bits.size:
-                enc.encode(bits.astype(np.int32), _BINARY, _binary_probs(p1))
-            negative = (self.q[sel] < 0)[bits == 1].astype(np.int32)
-            if negative.size:
-                enc.encode(negative, _BINARY, _binary_probs(np.full(negative.size, 0.5)))
-        else:
-            sel = pos[None] & (self.mag >= (2 << plane))  # significant before this plane
-            bits = (self.mag[sel] >> plane) & 1
-            p1 = self._coder.ref_probabilities(self.mag, sel, plane)
-            if bits.size:
-                enc.encode(bits.astype(np.int32), _BINARY, _binary_probs(p1))
+        # from the counters, not a mirror kept up to date: they may have been rebuilt (reboot)
+        _run_pass(self.known, pos, spec.index, self._coder, _Encoding(self.q, self.mag, enc))
         self.passes[pos] += 1
         return _words_to_bytes(enc.get_compressed())
 
@@ -223,36 +382,16 @@ class BitplaneDecoder:
 
     def apply(self, spec: LayerSpec, data: bytes) -> None:
         _, h, w = self.q.shape
-        kind, plane = pass_kind(spec.index, self.top)
+        pass_kind(spec.index, self.top)
         area = np.ones((h, w), bool) if spec.region is None else spec.region.clip(w, h).mask(w, h)
         if np.any(area & (self.passes < spec.index)):
             raise CodecError(f"layer for pass {spec.index} arrived before earlier passes")
         pos = area & (self.passes == spec.index)
-        mag = np.abs(self.q)
-        known_sig = mag > 0
         dec = constriction.stream.queue.RangeDecoder(_bytes_to_words(data))
+        known = self.q.copy()  # a layer that does not decode leaves the state as it was
         try:
-            if kind == "sig":
-                sel = pos[None] & ~known_sig
-                p1 = self._coder.sig_probabilities(known_sig, sel, plane)
-                n = int(sel.sum())
-                bits = dec.decode(_BINARY, _binary_probs(p1)) if n else np.zeros(0, np.int32)
-                newly = np.zeros_like(sel)
-                newly[sel] = bits.astype(bool)
-                m = int(newly.sum())
-                neg = (
-                    dec.decode(_BINARY, _binary_probs(np.full(m, 0.5))) if m else np.zeros(0, np.int32)
-                )
-                values = np.where(neg.astype(bool), -(1 << plane), 1 << plane)
-                self.q[newly] = values
-            else:
-                sel = pos[None] & (mag >= (2 << plane))
-                p1 = self._coder.ref_probabilities(mag, sel, plane)
-                n = int(sel.sum())
-                bits = dec.decode(_BINARY, _binary_probs(p1)) if n else np.zeros(0, np.int32)
-                add = np.zeros_like(self.q)
-                add[sel] = bits.astype(np.int32) << plane
-                self.q += np.sign(self.q) * add
+            _run_pass(known, pos, spec.index, self._coder, _Decoding(dec))
         except (AssertionError, ValueError, RuntimeError) as exc:  # constriction: corrupted stream
             raise CodecError(f"layer {spec.index} does not decode: {exc}") from exc
+        self.q = known
         self.passes[pos] += 1

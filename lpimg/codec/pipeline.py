@@ -93,6 +93,9 @@ def model_id_of(state: dict, tables: CodecTables) -> int:
             h.update(state[k].detach().cpu().to(torch.float32).numpy().tobytes())
     h.update(tables.pmf.astype("<i8").tobytes())
     h.update(tables.sig.astype("<i8").tobytes())
+    h.update(tables.sig2.astype("<i8").tobytes())
+    h.update(tables.sign.astype("<i8").tobytes())
+    h.update(tables.ref.astype("<i8").tobytes())
     return int.from_bytes(h.digest()[:2], "big")
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from lpimg.codec.bitplane import fit_codec_tables
 from lpimg.codec.model import Codec, ModelConfig
 from lpimg.codec.pipeline import LearnedCodec
-from lpimg.codec.tables import CodecTables, SignificanceCounter, quantize_pmf
+from lpimg.codec.tables import CodecTables, quantize_pmf, uninformed_tables
 from lpimg.codec.train import load_training_images
 from lpimg.errors import CodecError
 
@@ -41,20 +41,19 @@ def load_trained_model(path: str | Path) -> Codec:
 
 
 def fit_tables(model: Codec, data: list[str], max_images: int = 400, progress: bool = True) -> CodecTables:
+    """The model's integer tables: its density, and the significance and sign statistics of the
+    latents of up to ``max_images`` training images (Kodak refused)."""
     with torch.no_grad():
         pmf_counts = quantize_pmf(model.density.pmf_table().double().numpy())
-    provisional = LearnedCodec(model, CodecTables(pmf_counts, np.full(
-        (pmf_counts.shape[0], 7, 16), 1 << 15)), "fitting")
+    # the analysis does not depend on the tables: any valid set serves to compute the latents
+    provisional = LearnedCodec(model, uninformed_tables(pmf_counts), "fitting")
     images = load_training_images(data, min_side=16)[:max_images]
-    counter = SignificanceCounter(pmf_counts.shape[0])
     it = images
     if progress:
         from tqdm import tqdm
 
         it = tqdm(images, desc="fit tables")
-    for img in it:
-        counter.add(provisional.analyse(img))
-    return CodecTables(pmf_counts, counter.table(pmf_counts))
+    return fit_codec_tables(pmf_counts, (provisional.analyse(img) for img in it))
 
 
 def write_release(model: Codec, tables: CodecTables, out: str | Path, meta: dict) -> Path:
