@@ -10,7 +10,7 @@ import importlib
 
 BENCHMARKS = [
     "rd", "exact", "fixedcam", "fixedlink", "link", "wire", "crash", "toa", "feedback", "serve", "flood",
-    "forge", "colour", "speed",
+    "forge", "colour", "speed", "preview",
 ]
 
 
