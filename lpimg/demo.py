@@ -41,7 +41,7 @@ def _progress(total: int, desc: str, enabled: bool):  # noqa: ANN202
 
 def run_demo(image_path: str | Path | None = None, link: str = "lorawan-eu868:dr3",
              loss: float = 0.1, out: str | Path = "lpimg-demo", seed: int = 1,
-             model: str = "lpimg-b1", layers: int | None = None, progress: bool = True) -> DemoResult:
+             model: str = "lpimg-b3", layers: int | None = None, progress: bool = True) -> DemoResult:
     from lpimg.codec.image import load_image
     from lpimg.codec.pipeline import LearnedCodec
 
@@ -230,7 +230,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", type=float, default=0.1, help="frame loss rate, each direction")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--layers", type=int, default=None, help="send only the first K layers")
-    p.add_argument("--model", default="lpimg-b1")
+    p.add_argument("--model", default="lpimg-b3")
     p.add_argument("--out", default="lpimg-demo")
     p.set_defaults(func=_cmd)
 

@@ -172,7 +172,7 @@ def test_weights_with_tables_of_the_one_phase_coder_are_refused(tmp_path):
     decode); the error says how to fix it."""
     from lpimg.codec.pipeline import WEIGHTS_DIR
 
-    blob = torch.load(WEIGHTS_DIR / "lpimg-b1.pt", map_location="cpu", weights_only=False)
+    blob = torch.load(WEIGHTS_DIR / "lpimg-b3.pt", map_location="cpu", weights_only=False)
     blob["tables"] = {"pmf": blob["tables"]["pmf"], "sig": blob["tables"]["sig"]}
     torch.save(blob, tmp_path / "old.pt")
     with pytest.raises(CodecError, match="lpimg release"):

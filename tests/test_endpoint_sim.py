@@ -157,7 +157,8 @@ def test_refine_policy_gets_a_region_sharper(arun: Any) -> None:
 
 def test_application_stops_and_refines_through_session_handles(arun: Any) -> None:
     url = f"{EU868}?seed=6"
-    image = crop(width=96, height=64)
+    # large enough that 3 layers take several uplinks, so the refine lands before the session ends
+    image = crop(width=192, height=128)
 
     async def main() -> tuple[DeviceResult, ImageUpdate, DeviceResult, ImageUpdate]:
         async with open_server_link(url) as s, open_device_link(url, "a") as da, \

@@ -17,7 +17,7 @@ from pathlib import Path
 from lpimg.errors import LpimgError
 
 
-def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, model: str = "lpimg-b1",
+def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, model: str = "lpimg-b3",
         limit: int | None = None, progress: bool = False) -> dict:
     from lpimg.bench.metrics import msssim, psnr
     from lpimg.bench.speed import _fit
@@ -77,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", default="../shared/data/kodak")
     p.add_argument("--size", type=_size, default=(640, 480), help="WxH (default 640x480)")
     p.add_argument("--budget", type=int, default=500, help="bytes (default 500)")
-    p.add_argument("--model", default="lpimg-b1", help="shipped model name or weights file")
+    p.add_argument("--model", default="lpimg-b3", help="shipped model name or weights file")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)

@@ -65,7 +65,7 @@ def _decode(codec, header, layers: list, every_layer: bool) -> None:  # noqa: AN
         dec.reconstruct()
 
 
-def run(folder: str, size: tuple[int, int] = (640, 480), model: str = "lpimg-b1",
+def run(folder: str, size: tuple[int, int] = (640, 480), model: str = "lpimg-b3",
         limit: int | None = 4, repeat: int = 3, progress: bool = False) -> dict:
     import torch
 
@@ -127,7 +127,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("speed", help="encode/decode time at a given size against the targets")
     p.add_argument("--images", default="../shared/data/kodak")
     p.add_argument("--size", type=_size, default=(640, 480), help="WxH (default 640x480)")
-    p.add_argument("--model", default="lpimg-b1", help="shipped model name or weights file")
+    p.add_argument("--model", default="lpimg-b3", help="shipped model name or weights file")
     p.add_argument("--limit", type=int, default=4, help="images to time (default 4)")
     p.add_argument("--repeat", type=int, default=3, help="runs per image; the median counts")
     p.add_argument("--json", action="store_true")

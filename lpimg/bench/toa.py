@@ -154,7 +154,7 @@ def jpeg_transfer(data: bytes, image: np.ndarray, link: str, loss: float, seed: 
 
 def run(image_path: str | Path | None = None, link: str = DEFAULT_LINK, target: float = 0.90,
         size: tuple[int, int] = DEFAULT_SIZE, loss: float = 0.0, seed: int = 1,
-        model: str = "lpimg-b1") -> dict[str, Any]:
+        model: str = "lpimg-b3") -> dict[str, Any]:
     from lpimg.codec.image import load_image
     from lpimg.codec.pipeline import LearnedCodec
     from lpimg.link.sim import parse_link_spec
@@ -204,7 +204,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="640x480", help="centre crop and resize to WxH (default 640x480)")
     p.add_argument("--loss", type=float, default=0.0, help="frame loss each way (default 0)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--model", default="lpimg-b1")
+    p.add_argument("--model", default="lpimg-b3")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)
 

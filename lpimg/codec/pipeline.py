@@ -25,7 +25,7 @@ from lpimg.codec.tiling import DOWNSCALE, encode_tiled, pad_image
 from lpimg.errors import CodecError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "lpimg-b1"
+DEFAULT_MODEL = "lpimg-b3"
 
 
 # oneDNN picks its reduction order by thread count, so float results differ in the last bit and
@@ -112,7 +112,7 @@ class LearnedCodec:
 
     @classmethod
     def load(cls, name_or_path: str | Path = DEFAULT_MODEL) -> LearnedCodec:
-        """Load shipped weights by name (``lpimg-b1``) or a weights file by path."""
+        """Load shipped weights by name (``lpimg-b3``) or a weights file by path."""
         path = Path(name_or_path)
         if not path.suffix:
             path = WEIGHTS_DIR / f"{name_or_path}.pt"

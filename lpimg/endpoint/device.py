@@ -216,7 +216,7 @@ class Device:
         link: DeviceLink,
         *,
         codec: LearnedCodec | None = None,
-        model: str = "lpimg-b1",
+        model: str = "lpimg-b3",
         store: str | Path | DeviceStore | None = None,
         config: ProtocolConfig | None = None,
         pacing: Pacing | None = None,

@@ -300,7 +300,7 @@ class Server:
         link: ServerLink,
         *,
         codec: LearnedCodec | None = None,
-        model: str = "lpimg-b1",
+        model: str = "lpimg-b3",
         decode: bool = True,
         config: ProtocolConfig | None = None,
         policies: Sequence[Policy] = (),
