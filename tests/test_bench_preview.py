@@ -44,3 +44,9 @@ def test_cli(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert out["budget_bytes"] == 500 and out["size"] == "96x64"
     assert main(["bench", "preview", "--images", str(folder), "--size", "96x64"]) == 0
     assert "first layer" in capsys.readouterr().out
+
+
+def test_strip_shows_original_and_preview(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "strip.png"
+    run(str(folder), (128, 96), budget=100_000, strip=str(out), strip_images=("p.png",))
+    assert Image.open(out).size == (128, 48)  # two 128x96 pictures side by side, at half size

@@ -18,7 +18,8 @@ from lpimg.errors import LpimgError
 
 
 def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, model: str = "lpimg-b3",
-        limit: int | None = None, progress: bool = False) -> dict:
+        limit: int | None = None, progress: bool = False, strip: str | None = None,
+        strip_images: tuple[str, ...] = ()) -> dict:
     from lpimg.bench.metrics import msssim, psnr
     from lpimg.bench.speed import _fit
     from lpimg.codec.image import load_image
@@ -36,6 +37,7 @@ def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, mode
 
         items = tqdm(paths, desc="bench preview")
     rows = []
+    pictures = []
     for p in items:
         img = _fit(load_image(p), width, height)
         enc = codec.encoder(img)
@@ -56,6 +58,10 @@ def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, mode
                 kept, quality = kept + 1, q
         rows.append({"image": p.name, "first_layer": first, "layers_within_budget": kept,
                      "within_budget": quality})
+        if strip and p.name in strip_images and kept:
+            pictures.append((img, dec_within(codec, enc, layers[:kept])))
+    if strip:
+        _write_strip(pictures, strip)
     fits = [r for r in rows if r["within_budget"] is not None]
     return {
         "model": codec.name, "model_id": f"{codec.model_id:#06x}", "size": f"{width}x{height}",
@@ -70,6 +76,26 @@ def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, mode
     }
 
 
+def dec_within(codec, enc, layers: list):  # noqa: ANN001, ANN201
+    """The reconstruction from exactly these layers."""
+    dec = codec.decoder(enc.header)
+    for spec, data in layers:
+        dec.apply(spec, data)
+    return dec.reconstruct()
+
+
+def _write_strip(pictures: list, path: str) -> None:
+    """Original | preview, one row per image, at half size: what 500 bytes look like."""
+    import numpy as np
+    from PIL import Image
+
+    if not pictures:
+        raise LpimgError("--strip: none of the --strip-images has a preview within the budget")
+    rows = [np.concatenate([a, b], axis=1) for a, b in pictures]
+    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    grid.resize((grid.width // 2, grid.height // 2), Image.Resampling.LANCZOS).save(path)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from lpimg.bench.speed import _size
 
@@ -79,6 +105,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, default=500, help="bytes (default 500)")
     p.add_argument("--model", default="lpimg-b3", help="shipped model name or weights file")
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--strip", help="write original | preview side by side (PNG) for --strip-images")
+    p.add_argument("--strip-images", nargs="+", default=["kodim01.png", "kodim03.png", "kodim12.png"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)
 
@@ -86,7 +114,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd(args: argparse.Namespace) -> int:
     if args.budget < 1:
         raise LpimgError("--budget must be at least 1 byte")
-    result = run(args.images, args.size, args.budget, args.model, args.limit, progress=not args.json)
+    result = run(args.images, args.size, args.budget, args.model, args.limit, progress=not args.json,
+                 strip=args.strip, strip_images=tuple(args.strip_images))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
