@@ -316,3 +316,14 @@ def test_garbage_layers_never_crash(codec, tables, coded, garbage, index):
     with contextlib.suppress(LpimgError):
         dec.apply(layers[index][0], garbage)
     assert np.abs(dec.q).max() <= 127
+
+
+def test_drift_budget_counts_a_free_picture_as_zero_bytes():
+    """A conditional picture whose reference already meets the target costs 0 bytes; the drift
+    budget must average that 0, not the whole stream (it once did, inflating the budget)."""
+    from lpimg.bench.fixedcam import _cost_or_all
+
+    free = {"cum_bytes": [0, 100, 200], "msssim": [0.95, 0.96, 0.97], "settled_at": 0}
+    never = {"cum_bytes": [0, 100, 200], "msssim": [0.5, 0.6, 0.7], "settled_at": 0}
+    assert _cost_or_all(free, 0.9) == 0.0
+    assert _cost_or_all(never, 0.9) == 200.0

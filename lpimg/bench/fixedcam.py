@@ -141,6 +141,14 @@ def cost_bytes(curve: dict, target: float) -> float | None:
     return max(at_target, float(curve["cum_bytes"][settled - 1])) if settled else at_target
 
 
+def _cost_or_all(curve: dict, target: float) -> float:
+    """Bytes at the target, or the whole stream where the target was never reached. A picture
+    whose reference already meets the target costs 0 bytes, and 0 must stay 0 (a truthiness
+    test once turned it into the whole stream and inflated the drift budget tenfold)."""
+    cost = cost_bytes(curve, target)
+    return float(curve["cum_bytes"][-1]) if cost is None else cost
+
+
 def jpeg_at(image: np.ndarray, target: float) -> tuple[int, int] | None:
     """(bytes, quality) of the lowest JPEG quality reaching ``target`` MS-SSIM (binary search)."""
     from lpimg.bench.baselines import decode
@@ -350,7 +358,7 @@ def drift(runner: Runner, image: Callable[[int], np.ndarray], first: int, stop: 
         if n % 10 == 0:
             say(f"drift: {n}/{len(idx) - 1} frames")
     head, tail = curves[:10], curves[-10:]
-    budget = float(np.mean([cost_bytes(c, target) or c["cum_bytes"][-1] for _, c in head]))
+    budget = float(np.mean([_cost_or_all(c, target) for _, c in head]))
 
     def at_budget(c: dict) -> float | None:
         return interpolate_quality(budget, c["cum_bytes"], c["psnr"])
