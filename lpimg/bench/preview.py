@@ -59,7 +59,7 @@ def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, mode
         rows.append({"image": p.name, "first_layer": first, "layers_within_budget": kept,
                      "within_budget": quality})
         if strip and p.name in strip_images and kept:
-            pictures.append((img, dec_within(codec, enc, layers[:kept])))
+            pictures.append((img, _decode_within(codec, enc, layers[:kept])))
     if strip:
         _write_strip(pictures, strip)
     fits = [r for r in rows if r["within_budget"] is not None]
@@ -76,7 +76,7 @@ def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, mode
     }
 
 
-def dec_within(codec, enc, layers: list):  # noqa: ANN001, ANN201
+def _decode_within(codec, enc, layers: list):  # noqa: ANN001, ANN201
     """The reconstruction from exactly these layers."""
     dec = codec.decoder(enc.header)
     for spec, data in layers:
