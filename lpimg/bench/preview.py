@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from pathlib import Path
 
 from lpimg.errors import LpimgError
 
@@ -21,25 +20,22 @@ def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, mode
         limit: int | None = None, progress: bool = False, strip: str | None = None,
         strip_images: tuple[str, ...] = ()) -> dict:
     from lpimg.bench.metrics import msssim, psnr
+    from lpimg.bench.rd import _images
     from lpimg.bench.speed import _fit
-    from lpimg.codec.image import load_image
     from lpimg.codec.pipeline import LearnedCodec
 
     width, height = size
     codec = LearnedCodec.load(model)
-    paths = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    paths = paths[:limit]
-    if not paths:
-        raise LpimgError(f"no images in {folder}")
-    items = paths
+    images = _images(folder, limit)  # (name, picture), or a clear error for an empty folder
+    items = images
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(paths, desc="bench preview")
+        items = tqdm(images, desc="bench preview")
     rows = []
     pictures = []
-    for p in items:
-        img = _fit(load_image(p), width, height)
+    for name, full in items:
+        img = _fit(full, width, height)
         enc = codec.encoder(img)
         layers = enc.encode_all()
         dec = codec.decoder(enc.header)
@@ -56,9 +52,9 @@ def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, mode
                 first = q
             if used <= budget:
                 kept, quality = kept + 1, q
-        rows.append({"image": p.name, "first_layer": first, "layers_within_budget": kept,
+        rows.append({"image": name, "first_layer": first, "layers_within_budget": kept,
                      "within_budget": quality})
-        if strip and p.name in strip_images and kept:
+        if strip and name in strip_images and kept:
             pictures.append((img, _decode_within(codec, enc, layers[:kept])))
     if strip:
         _write_strip(pictures, strip)

@@ -16,11 +16,8 @@ import functools
 import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
-
-from lpimg.errors import LpimgError
 
 ENCODE_TARGET_S = 0.5  # issue 3: encode a 640x480 image in at most 0.5 s on the 2-core CPU
 DECODE_TARGET_S = 1.0  # ... and decode it in at most 1 s
@@ -69,29 +66,26 @@ def run(folder: str, size: tuple[int, int] = (640, 480), model: str = "lpimg-b3"
         limit: int | None = 4, repeat: int = 3, progress: bool = False) -> dict:
     import torch
 
-    from lpimg.codec.image import load_image
+    from lpimg.bench.rd import _images
     from lpimg.codec.pipeline import LearnedCodec
 
     width, height = size
     codec = LearnedCodec.load(model)
-    paths = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    paths = paths[:limit]
-    if not paths:
-        raise LpimgError(f"no images in {folder}")
+    images = _images(folder, limit)  # (name, picture), or a clear error for an empty folder
     rows = []
-    items = paths
+    items = images
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(paths, desc="bench speed")
-    for p in items:
-        img = _fit(load_image(p), width, height)
+        items = tqdm(images, desc="bench speed")
+    for name, full in items:
+        img = _fit(full, width, height)
 
         enc = codec.encoder(img)
         layers = enc.encode_all()
 
         rows.append({
-            "image": p.name,
+            "image": name,
             "bytes": sum(len(d) for _, d in layers),
             "layers": len(layers),
             "encode_s": _median_time(repeat, _encode, codec, img),
