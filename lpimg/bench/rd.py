@@ -32,9 +32,12 @@ def _images(folder: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
     return [(p.name, load_image(p)) for p in paths[:limit]]
 
 
+_KIND_ORDER = ("siga", "sigb", "ref")
+
+
 def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: ANN001
     """Per absolute pass label: list of (bytes, psnr, msssim); plus timings and strips."""
-    from lpimg.codec.bitplane import pass_kind
+    from lpimg.codec.bitplane import intra_pass_kind
 
     points: dict[tuple[int, int], list[tuple[str, int, float, float]]] = defaultdict(list)
     times = {"encode_s": [], "decode_s": []}
@@ -53,9 +56,10 @@ def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: 
             t1 = time.perf_counter()
             rec = dec.reconstruct()
             last = time.perf_counter() - t1
-            kind, plane = pass_kind(spec.index, enc.header.top_plane)
-            # label: (plane, 0 for sig / 1 for ref) sorts coarse to fine as (-plane, kind)
-            points[(plane, 0 if kind == "sig" else 1)].append(
+            kind, plane = intra_pass_kind(spec.index, enc.header.top_plane)
+            # label: (plane, 0 phase A / 1 phase B / 2 refinement) sorts coarse to fine as
+            # (-plane, kind)
+            points[(plane, _KIND_ORDER.index(kind))].append(
                 (name, total, psnr(rec, img), msssim(rec, img)))
             strip.append((total, rec))
         times["decode_s"].append(last)  # the full decode: one reconstruction of all layers
@@ -108,7 +112,7 @@ def run(folder: str, model: str = "lpimg-b3", limit: int | None = None,
         if len(vals) != n:
             continue
         lp_rows.append({
-            "pass": f"{'sig' if kind == 0 else 'ref'}{plane}",
+            "pass": f"ref{plane}" if kind == 2 else f"sig{plane}{'ab'[kind]}",
             "bpp": float(np.mean([8 * v[1] / pixels[v[0]] for v in vals])),
             "psnr": float(np.mean([v[2] for v in vals])),
             "msssim": float(np.mean([v[3] for v in vals])),

@@ -1,22 +1,25 @@
 """Latent integers <-> bitplane passes <-> range-coded layer bytes.
 
 The latents of an image are int8 values q[c, y, x] (|q| <= 127). They are sent most significant
-plane first, each plane as two passes (spec/PROTOCOL.md, "Layers and the codec"):
+plane first (spec/PROTOCOL.md, "Layers and the codec"). The *coarse* passes of a top plane T are
+the significance pass of plane T (is |q| >= 2^T? and the sign of every element that became
+significant), then for p = T-1 .. 0 a significance pass at plane p (elements not yet significant)
+and a refinement pass (bit p of the elements significant before plane p): 2T+1 in all. They
+define what a decoder knows of every position (:func:`known_latents`,
+:func:`lpimg.codec.model.known_interval`) and are the passes of the conditional coder.
 
-- pass 0: significance of the top plane T (is |q| >= 2^T?) and the sign of every element that
-  became significant;
-- then for p = T-1 .. 0: a significance pass at plane p (for elements not yet significant),
-  followed by a refinement pass (bit p of elements that were significant before plane p).
+An intra stream sends every coarse significance pass as two *phases*, each its own pass: phase A
+codes the (x + y)-even positions, phase B the others with contexts that see phase A's results.
+3T+2 intra passes in all (:func:`intra_pass_kind`), so a server can stop at half a plane.
 
 A *layer* is one pass over a rectangle of latent positions (the whole grid by default). Both ends
 keep a per-position pass counter ``passes[y, x]``; a layer (j, region) codes pass j for the
-positions of the region whose counter is j and advances them. Every probability comes from the
-integer tables of :class:`~lpimg.codec.tables.CodecTables` and the state both ends share, and is
-converted to float64 by one exact division, so encoder and decoder agree bit for bit. The
-decisions of a pass are coded in a few vectorized ``constriction`` calls: a significance pass
-codes its (x + y)-even positions first (phase A) and then the others (phase B), whose contexts
-see phase A's results, each phase followed by the signs of its newly significant elements; a
-refinement pass is one call (spec/PROTOCOL.md 10.2).
+positions of the region whose counter is j and advances them (a phase advances the positions of
+both parities; it codes one). Every probability comes from the integer tables of
+:class:`~lpimg.codec.tables.CodecTables` and the state both ends share, and is converted to
+float64 by one exact division, so encoder and decoder agree bit for bit. The decisions of a pass
+are coded in one or two vectorized ``constriction`` calls: a phase's significance, then the signs
+of its newly significant elements; a refinement pass is one call (spec/PROTOCOL.md 10.2).
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ class LayerSpec:
 
 
 def pass_kind(index: int, top: int) -> tuple[str, int]:
-    """("sig" | "ref", plane) of pass ``index`` for top plane ``top``."""
+    """("sig" | "ref", plane) of coarse pass ``index`` for top plane ``top``."""
     if index < 0 or index > 2 * top:
         raise CodecError(f"pass {index} does not exist for top plane {top}")
     if index == 0:
@@ -90,11 +93,71 @@ def pass_kind(index: int, top: int) -> tuple[str, int]:
 
 
 def num_passes(top: int) -> int:
+    """Coarse passes of top plane ``top`` (the conditional coder's bitplane passes)."""
     return 2 * top + 1
 
 
+_INTRA_KINDS = ("siga", "sigb", "ref")
+
+
+def intra_pass_kind(index: int, top: int) -> tuple[str, int]:
+    """("siga" | "sigb" | "ref", plane) of intra pass ``index`` for top plane ``top``.
+
+    siga/sigb: phase A / phase B of the significance of ``plane`` (the (x + y)-even positions,
+    then the others); the top plane has no refinement pass.
+    """
+    if index < 0 or index >= num_intra_passes(top):
+        raise CodecError(f"pass {index} does not exist for top plane {top}")
+    if index < 2:
+        return _INTRA_KINDS[index], top
+    k, r = divmod(index - 2, 3)
+    return _INTRA_KINDS[r], top - 1 - k
+
+
+def num_intra_passes(top: int) -> int:
+    return 3 * top + 2
+
+
+def intra_pass_name(index: int, top: int) -> str:
+    """Short name of an intra pass: ``sig5a``, ``sig5b``, ``ref5``."""
+    kind, plane = intra_pass_kind(index, top)
+    return f"ref{plane}" if kind == "ref" else f"sig{plane}{kind[-1]}"
+
+
+def _coarse_table(top: int) -> np.ndarray:
+    """(2, 3T+3): coarse passes completed after n intra passes, for phase A / phase B positions.
+
+    Coarse pass 0 (significance of T) is complete at a phase A position after intra pass 0, at a
+    phase B position after intra pass 1; coarse pass 2k-1 (significance of T-k) after intra pass
+    3k-1 (A) or 3k (B); coarse pass 2k (refinement of T-k) after intra pass 3k+1 (both).
+    """
+    done_at = np.zeros((2, num_passes(top)), np.int64)  # intra index completing each coarse pass
+    done_at[:, 0] = (0, 1)
+    for k in range(1, top + 1):
+        done_at[:, 2 * k - 1] = (3 * k - 1, 3 * k)
+        done_at[:, 2 * k] = 3 * k + 1
+    n = np.arange(num_intra_passes(top) + 1)
+    return (done_at[:, None, :] < n[None, :, None]).sum(2).astype(np.int32)
+
+
+def coarse_passes(passes: np.ndarray, top: int) -> np.ndarray:
+    """Intra pass counters (H, W) -> coarse pass counters: what each position knows."""
+    passes = np.asarray(passes)
+    table = _coarse_table(top)
+    return np.where(first_phase(*passes.shape), table[0][passes], table[1][passes]).astype(np.int32)
+
+
+def intra_passes_covering(coarse: int, top: int) -> int:
+    """The fewest intra passes after which every position has completed ``coarse`` coarse passes
+    (what "send the first n coarse passes" means in an intra stream)."""
+    if not 0 <= coarse <= num_passes(top):
+        raise CodecError(f"{coarse} coarse passes do not exist for top plane {top}")
+    return int(np.argmax((_coarse_table(top) >= coarse).all(0)))
+
+
 def sig_plane_of(passes: np.ndarray, top: int) -> np.ndarray:
-    """Lowest plane whose significance has been sent, per position (top+1 = none yet)."""
+    """Lowest plane whose significance has been sent, per position (top+1 = none yet), from
+    coarse pass counters."""
     sig_done = np.where(passes > 0, 1 + passes // 2, 0)
     return top + 1 - sig_done
 
@@ -103,7 +166,7 @@ _HIGH_BIT = np.array([0] + [1 << (v.bit_length() - 1) for v in range(1, QMAX + 1
 
 
 def known_latents(q: np.ndarray, passes: np.ndarray, top: int) -> np.ndarray:
-    """What a decoder holds of latents ``q`` after ``passes[y, x]`` passes at each position.
+    """What a decoder holds of latents ``q`` after ``passes[y, x]`` coarse passes at each position.
 
     Significant elements (|q| >= 2^s, s the lowest plane whose significance was sent) keep their
     sign, their top bit and their bits down to the lowest refined plane; the rest is 0. It only
@@ -123,9 +186,11 @@ def top_plane(q: np.ndarray) -> int:
 
 
 def replay_passes(
-    specs: list[LayerSpec], shape: tuple[int, int], top: int, initial: np.ndarray | None = None,
+    specs: list[LayerSpec], shape: tuple[int, int], total: int, initial: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The pass counters after ``specs`` were applied in order (from ``initial``, default zeros).
+    """The pass counters after ``specs`` were applied in order (from ``initial``, default zeros),
+    in a stream of ``total`` passes (``num_intra_passes(top)`` for an intra stream,
+    ``num_passes(top)`` for the bitplane passes of a conditional one).
 
     What a device needs to mirror the server's state from the layers it knows were received,
     without coding anything; the rules of :meth:`BitplaneDecoder.apply`: a layer advances the
@@ -133,10 +198,11 @@ def replay_passes(
     """
     h, w = shape
     passes = np.zeros((h, w), np.int32) if initial is None else np.array(initial, dtype=np.int32)
-    if passes.shape != (h, w) or (passes < 0).any() or (passes > num_passes(top)).any():
-        raise CodecError(f"initial pass counters must be ({h}, {w}) in 0..{num_passes(top)}")
+    if passes.shape != (h, w) or (passes < 0).any() or (passes > total).any():
+        raise CodecError(f"initial pass counters must be ({h}, {w}) in 0..{total}")
     for spec in specs:
-        pass_kind(spec.index, top)
+        if not 0 <= spec.index < total:
+            raise CodecError(f"pass {spec.index} does not exist in a stream of {total} passes")
         area = np.ones((h, w), bool) if spec.region is None else spec.region.clip(w, h).mask(w, h)
         if np.any(area & (passes < spec.index)):
             raise CodecError(f"layer for pass {spec.index} listed before earlier passes of its region")
@@ -235,35 +301,36 @@ class _Counting(_Encoding):
         return bits
 
 
-def _significance_pass(
-    known: np.ndarray, pos: np.ndarray, plane: int, tables: CodecTables, io: _Decisions,
+def _significance_phase(
+    known: np.ndarray, pos: np.ndarray, plane: int, phase_a: bool, tables: CodecTables,
+    io: _Decisions,
 ) -> None:
-    """Significance of plane ``plane`` at positions ``pos`` (H, W), in two phases.
+    """Significance of plane ``plane`` at the positions ``pos`` (H, W) of one phase.
 
     ``known`` (C, H, W) is what the decoder holds (unknown low bits zero); it is updated in
-    place. Phase A codes the elements at (x + y) even positions, then the signs of those that
-    became significant; phase B the others, with contexts that also see phase A's results (its
-    new significance, its signs). Four vectorized calls, in this order, in one layer's bytes.
+    place. Phase A codes the elements at (x + y) even positions, phase B the others, with
+    contexts that also see phase A's results: the phase A elements whose top bit is ``plane``
+    became significant in phase A (they cannot have been significant before). Each phase codes
+    its significance decisions, then the signs of the newly significant elements.
     """
     c, h, w = known.shape
-    known_sig = known != 0
-    sel = pos[None] & ~known_sig
     first = first_phase(h, w)[None]
     chan = np.broadcast_to(np.arange(c)[:, None, None], known.shape)
-    ctx_a = phase_a_context(known_sig)
-    new_a = np.zeros_like(sel)
-    for phase_a in (True, False):
-        mask = sel & (first if phase_a else ~first)
-        ctx = ctx_a if phase_a else phase_b_context(known_sig, new_a, ctx_a)
-        index = (chan[mask] * NUM_PLANES + plane) * SIG2_CONTEXTS + ctx[mask]
-        bits = io.decide("sig2", mask, _table_probability(tables.sig2, index), index, plane)
-        newly = np.zeros_like(mask)
-        newly[mask] = bits.astype(bool)
-        sindex = chan[newly] * SIGN_CONTEXTS + sign_context(known)[newly]
-        negative = io.decide("sign", newly, _table_probability(tables.sign, sindex), sindex, plane)
-        known[newly] = np.where(negative.astype(bool), -(1 << plane), 1 << plane)
-        if phase_a:
-            new_a = newly
+    significant = known != 0
+    if phase_a:
+        mask = pos[None] & ~significant & first
+        ctx = phase_a_context(significant)
+    else:
+        new_a = first & ((np.abs(known) >> plane) == 1)
+        mask = pos[None] & ~significant & ~first
+        ctx = phase_b_context(significant & ~new_a, new_a)
+    index = (chan[mask] * NUM_PLANES + plane) * SIG2_CONTEXTS + ctx[mask]
+    bits = io.decide("sig2", mask, _table_probability(tables.sig2, index), index, plane)
+    newly = np.zeros_like(mask)
+    newly[mask] = bits.astype(bool)
+    sindex = chan[newly] * SIGN_CONTEXTS + sign_context(known)[newly]
+    negative = io.decide("sign", newly, _table_probability(tables.sign, sindex), sindex, plane)
+    known[newly] = np.where(negative.astype(bool), -(1 << plane), 1 << plane)
 
 
 def _refinement_pass(known: np.ndarray, pos: np.ndarray, plane: int, coder: _PassCoder,
@@ -282,11 +349,12 @@ def _refinement_pass(known: np.ndarray, pos: np.ndarray, plane: int, coder: _Pas
 
 
 def _run_pass(known: np.ndarray, pos: np.ndarray, index: int, coder: _PassCoder, io: _Decisions) -> None:
-    kind, plane = pass_kind(index, coder.top)
-    if kind == "sig":
-        _significance_pass(known, pos, plane, coder.tables, io)
-    else:
+    """Intra pass ``index`` at positions ``pos``."""
+    kind, plane = intra_pass_kind(index, coder.top)
+    if kind == "ref":
         _refinement_pass(known, pos, plane, coder, io)
+    else:
+        _significance_phase(known, pos, plane, kind == "siga", coder.tables, io)
 
 
 def count_decisions(q: np.ndarray, pmf_counts: np.ndarray, counter: ContextCounter) -> None:
@@ -301,7 +369,7 @@ def count_decisions(q: np.ndarray, pmf_counts: np.ndarray, counter: ContextCount
     known = np.zeros_like(q)
     pos = np.ones(q.shape[1:], bool)
     io = _Counting(q, counter)
-    for index in range(num_passes(top)):
+    for index in range(num_intra_passes(top)):
         _run_pass(known, pos, index, coder, io)
 
 
@@ -333,11 +401,15 @@ class BitplaneEncoder:
     @property
     def known(self) -> np.ndarray:
         """The decoder's latents (what the contexts are computed from), from the pass counters."""
-        return known_latents(self.q, self.passes, self.top)
+        return known_latents(self.q, self.coarse_passes, self.top)
+
+    @property
+    def coarse_passes(self) -> np.ndarray:
+        return coarse_passes(self.passes, self.top)
 
     @property
     def total_passes(self) -> int:
-        return num_passes(self.top)
+        return num_intra_passes(self.top)
 
     def default_layers(self) -> list[LayerSpec]:
         return [LayerSpec(j) for j in range(self.total_passes)]
@@ -352,7 +424,7 @@ class BitplaneEncoder:
 
     def encode(self, spec: LayerSpec) -> bytes:
         _, h, w = self.q.shape
-        pass_kind(spec.index, self.top)
+        intra_pass_kind(spec.index, self.top)
         area = np.ones((h, w), bool) if spec.region is None else spec.region.clip(w, h).mask(w, h)
         if np.any(area & (self.passes < spec.index)):
             raise CodecError(f"pass {spec.index} requested before earlier passes of its region")
@@ -378,11 +450,16 @@ class BitplaneDecoder:
 
     @property
     def total_passes(self) -> int:
-        return num_passes(self.top)
+        return num_intra_passes(self.top)
+
+    @property
+    def coarse_passes(self) -> np.ndarray:
+        """What each position knows, in the coarse passes of :func:`known_interval`."""
+        return coarse_passes(self.passes, self.top)
 
     def apply(self, spec: LayerSpec, data: bytes) -> None:
         _, h, w = self.q.shape
-        pass_kind(spec.index, self.top)
+        intra_pass_kind(spec.index, self.top)
         area = np.ones((h, w), bool) if spec.region is None else spec.region.clip(w, h).mask(w, h)
         if np.any(area & (self.passes < spec.index)):
             raise CodecError(f"layer for pass {spec.index} arrived before earlier passes")

@@ -81,12 +81,23 @@ class StreamHeader:
 
     @property
     def total_passes(self) -> int:
-        return 2 * self.top_plane + 1 + (1 if self.condition is not None else 0)
+        if self.condition is not None:
+            return 2 * self.top_plane + 2
+        return 3 * self.top_plane + 2
+
+
+# the intra pass layout (spec/PROTOCOL.md 10.1); part of the model id
+INTRA_LAYOUT = b"intra-passes:siga,sigb,ref"
 
 
 def model_id_of(state: dict, tables: CodecTables) -> int:
-    """16-bit id that changes whenever the analysis weights or the tables change."""
+    """16-bit id that changes whenever the analysis weights, the tables or the pass layout change.
+
+    The layout tag makes streams of an older pass layout (one intra layer per coarse
+    significance pass) fail the model id check instead of decoding into garbage.
+    """
     h = hashlib.sha256()
+    h.update(INTRA_LAYOUT)
     for k in sorted(state):
         if k.startswith("analysis."):
             h.update(k.encode())
@@ -226,4 +237,4 @@ class ImageDecoder:
 
     def reconstruct(self) -> np.ndarray:
         b = self.bitplanes
-        return self.codec.synthesize(b.q, b.passes, b.top, self.header.width, self.header.height)
+        return self.codec.synthesize(b.q, b.coarse_passes, b.top, self.header.width, self.header.height)

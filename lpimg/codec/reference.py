@@ -65,6 +65,7 @@ from lpimg.codec.bitplane import (
     _bytes_to_words,
     _PassCoder,
     _words_to_bytes,
+    coarse_passes,
     num_passes,
     pass_kind,
     replay_passes,
@@ -224,7 +225,7 @@ class ReferenceState:
             return decoder.next_reference()
         b = decoder.bitplanes
         h = decoder.header
-        return cls(h.model_id, h.width, h.height, b.top, b.q, b.passes)
+        return cls(h.model_id, h.width, h.height, b.top, b.q, b.coarse_passes)
 
     @classmethod
     def from_encoder(
@@ -239,8 +240,8 @@ class ReferenceState:
             return encoder.next_reference(acknowledged)
         b = encoder.bitplanes
         h = encoder.header
-        passes = replay_passes(list(acknowledged), b.q.shape[1:], b.top)
-        return cls.from_latents(h.model_id, b.q, h.width, h.height, b.top, passes)
+        passes = replay_passes(list(acknowledged), b.q.shape[1:], b.total_passes)
+        return cls.from_latents(h.model_id, b.q, h.width, h.height, b.top, coarse_passes(passes, b.top))
 
     # persistence --------------------------------------------------------------------------
 
@@ -703,7 +704,7 @@ class ConditionalEncoder:
             raise CodecError("the tile-mode layer must come first, and only once")
         _, h, w = self.q.shape
         passes = replay_passes([LayerSpec(s.index - 1, s.region) for s in specs[1:]], (h, w),
-                               self.top, self.plan.initial_passes)
+                               num_passes(self.top), self.plan.initial_passes)
         lo, hi = known_interval(torch.from_numpy(self.q.astype(np.int64)),
                                 torch.from_numpy(passes.astype(np.int64))[None], self.top)
         return merge_states(self.codec.model_id, self.header.width, self.header.height, self.top,

@@ -95,7 +95,10 @@ class _Snapshot:
     height: int
 
     def render(self) -> np.ndarray:
-        return self.codec.synthesize(self.q, self.passes, self.top, self.width, self.height)
+        from lpimg.codec.bitplane import coarse_passes
+
+        return self.codec.synthesize(self.q, coarse_passes(self.passes, self.top), self.top,
+                                     self.width, self.height)
 
 
 @dataclass(frozen=True)
