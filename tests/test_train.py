@@ -123,3 +123,22 @@ def test_init_from_starts_at_another_runs_weights(data_dir, tmp_path):
     with pytest.raises(CodecError, match="init-from"):
         train(dataclasses.replace(config(data_dir, tmp_path / "x"), init_from=str(tmp_path / "nope")),
               progress=False)
+
+
+def test_phase_prefixes_give_the_checkerboard_half_one_more_pass():
+    """--phase-prefixes trains on the states an intra stream's phase A layers leave: on the
+    (x + y)-even positions the interval narrows by one significance pass, elsewhere nothing
+    changes, and the sample's distortion weight sits half a plane finer."""
+    from lpimg.codec.train import progressive_latents
+
+    y = torch.randn(64, 4, 6, 6, generator=torch.Generator().manual_seed(0)) * 20
+    pmf = torch.ones(4, 255) / 255
+    whole = progressive_latents(y, pmf, np.random.default_rng(0), 11)
+    phased = progressive_latents(y, pmf, np.random.default_rng(0), 11, 0.5)
+    narrower = (phased.hi - phased.lo) < (whole.hi - whole.lo)
+    even = torch.from_numpy(np.indices((6, 6)).sum(0) % 2 == 0)
+    assert narrower.any() and not (narrower & ~even).any()
+    assert ((phased.hi - phased.lo) <= (whole.hi - whole.lo)).all()
+    half = (phased.step != whole.step).flatten()
+    assert half.any() and torch.allclose(phased.step.flatten()[half], whole.step.flatten()[half] / 2 ** 0.5)
+    assert torch.equal(narrower.flatten(1).any(1), half)  # every half sample, and only they, narrowed

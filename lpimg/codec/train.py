@@ -57,6 +57,11 @@ class TrainConfig:
     # natural images, which lpimg-b1 never learned to carry (`lpimg bench colour`: input/output
     # correlation 0.37 on it, 0.97 on red-blue)
     chroma_weight: float = 0.0
+    # share of the samples whose prefix ends half way through a significance pass (its phase A:
+    # the checkerboard half of the positions knows one plane more), as an intra stream's layers
+    # do (spec/PROTOCOL.md 10): a decoder trained on whole passes only renders those states
+    # worse than the whole passes around them
+    phase_prefixes: float = 0.0
     # start from the weights of another run (a run directory, checkpoint or final.pt) with a fresh
     # optimizer and schedule: a later run can change the objective without repeating what an earlier
     # run already learned (lpimg-b3 starts from lpimg-b2's colours). Ignored on --resume.
@@ -130,20 +135,32 @@ class Prefix:
 
 
 def progressive_latents(
-    y: torch.Tensor, pmf: torch.Tensor, rng: np.random.Generator, span: int,
+    y: torch.Tensor, pmf: torch.Tensor, rng: np.random.Generator, span: int, phase_share: float = 0.0,
 ) -> Prefix:
-    """Round y, keep a random prefix of passes per sample, fill the rest with expectations."""
+    """Round y, keep a random prefix of passes per sample, fill the rest with expectations.
+
+    With ``phase_share`` > 0, that share of the samples whose next pass is a significance pass
+    also gets its phase A: the (x + y)-even latent positions know one coarse pass more.
+    """
     q = torch.clamp(torch.round(y.detach()), -LATENT_QMAX, LATENT_QMAX)
     top = top_planes(q)
     full = 2 * top + 1
     drop = torch.from_numpy(rng.integers(0, span + 1, size=(y.shape[0], 1, 1, 1)))
     passes = torch.clamp(full - drop, min=1)
+    last = passes - 1  # index of the last pass kept -> its plane
+    plane = torch.where(last == 0, top, top - torch.div(last + 1, 2, rounding_mode="floor")).to(y.dtype)
+    if phase_share > 0:
+        # coarse pass j >= 1 is a significance pass when j is odd; the next one is j = passes
+        half = torch.from_numpy(rng.random((y.shape[0], 1, 1, 1)) < phase_share)
+        half &= (passes < full) & (passes % 2 == 1)
+        h, w = y.shape[2:]
+        even = torch.from_numpy(np.indices((h, w)).sum(0) % 2 == 0)[None, None]
+        passes = passes + (half & even).long()
+        plane = torch.where(half, plane - 0.5, plane)  # half a plane finer: between the two slopes
     lo, hi = known_interval(q, passes, top)
     channel = torch.arange(y.shape[1])[None, :, None, None].expand_as(q)
     y_hat = interval_expectation(pmf, lo, hi, channel).to(y.dtype)
-    last = passes - 1  # index of the last pass kept -> its plane
-    plane = torch.where(last == 0, top, top - torch.div(last + 1, 2, rounding_mode="floor"))
-    return Prefix(y + (y_hat - y).detach(), lo, hi, torch.pow(2.0, plane.to(y.dtype)))
+    return Prefix(y + (y_hat - y).detach(), lo, hi, torch.pow(2.0, plane))
 
 
 def prefix_rate(density, y: torch.Tensor, prefix: Prefix) -> torch.Tensor:  # noqa: ANN001
@@ -287,7 +304,7 @@ def train(
             y = torch.clamp(y, -LATENT_QMAX, LATENT_QMAX)
         with torch.no_grad():
             pmf = model.density.pmf_table().double()
-        prefix = progressive_latents(y, pmf, rng, cfg.prefix_span)
+        prefix = progressive_latents(y, pmf, rng, cfg.prefix_span, cfg.phase_prefixes)
         pixels = x.shape[2] * x.shape[3]
         bpp_prefix = prefix_rate(model.density, y, prefix) / pixels  # (B,)
         y_dec = prefix.y_dec
