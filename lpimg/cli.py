@@ -12,6 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 
@@ -203,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_model(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--model", default="lpimg-b3", help="shipped model name or weights path")
+        p.add_argument("--model", default=DEFAULT_MODEL, help="shipped model name or weights path")
         return p
 
     p = sub.add_parser("train", help="train the codec (resumable)")
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint.pt, final.pt, or a (packed) run directory")
     p.add_argument("--data", nargs="+", default=["../shared/data/train"])
     p.add_argument("--max-images", type=int, default=400)
-    p.add_argument("--out", default="lpimg/codec/weights/lpimg-b3.pt")
+    p.add_argument("--out", default=f"lpimg/codec/weights/{DEFAULT_MODEL}.pt")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_release)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 SAMPLE = Path(__file__).parent / "data" / "astronaut.png"
@@ -41,7 +42,7 @@ def _progress(total: int, desc: str, enabled: bool):  # noqa: ANN202
 
 def run_demo(image_path: str | Path | None = None, link: str = "lorawan-eu868:dr3",
              loss: float = 0.1, out: str | Path = "lpimg-demo", seed: int = 1,
-             model: str = "lpimg-b3", layers: int | None = None, progress: bool = True) -> DemoResult:
+             model: str = DEFAULT_MODEL, layers: int | None = None, progress: bool = True) -> DemoResult:
     from lpimg.codec.image import load_image
     from lpimg.codec.pipeline import LearnedCodec
 
@@ -231,7 +232,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", type=float, default=0.1, help="frame loss rate, each direction")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--layers", type=int, default=None, help="send only the first K layers")
-    p.add_argument("--model", default="lpimg-b3")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--out", default="lpimg-demo")
     p.set_defaults(func=_cmd)
 

@@ -171,8 +171,9 @@ def test_weights_with_tables_of_the_one_phase_coder_are_refused(tmp_path):
     """A weights file released before the two-phase coder must not load (its streams would not
     decode); the error says how to fix it."""
     from lpimg.codec.pipeline import WEIGHTS_DIR
+    from lpimg.codec.shipped import DEFAULT_MODEL
 
-    blob = torch.load(WEIGHTS_DIR / "lpimg-b3.pt", map_location="cpu", weights_only=False)
+    blob = torch.load(WEIGHTS_DIR / f"{DEFAULT_MODEL}.pt", map_location="cpu", weights_only=False)
     blob["tables"] = {"pmf": blob["tables"]["pmf"], "sig": blob["tables"]["sig"]}
     torch.save(blob, tmp_path / "old.pt")
     with pytest.raises(CodecError, match="lpimg release"):

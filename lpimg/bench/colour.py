@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 AXES = {
@@ -40,7 +41,7 @@ def _model(name_or_path: str):  # noqa: ANN202
     return load_trained_model(path)
 
 
-def run(folder: str, model: str = "lpimg-b3", limit: int | None = None, crop: int = 256) -> dict:
+def run(folder: str, model: str = DEFAULT_MODEL, limit: int | None = None, crop: int = 256) -> dict:
     import torch
 
     from lpimg.codec.image import load_image
@@ -80,7 +81,7 @@ def run(folder: str, model: str = "lpimg-b3", limit: int | None = None, crop: in
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("colour", help="input/output correlation per colour axis (full stream)")
     p.add_argument("--images", default="../shared/data/kodak")
-    p.add_argument("--model", default="lpimg-b3",
+    p.add_argument("--model", default=DEFAULT_MODEL,
                    help="shipped model name, weights file, checkpoint.pt or (packed) run directory")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--crop", type=int, default=256, help="centre crop side (keeps it fast)")

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 
-def run(folder: str, model: str = "lpimg-b3", limit: int | None = None) -> dict:
+def run(folder: str, model: str = DEFAULT_MODEL, limit: int | None = None) -> dict:
     from lpimg.codec.export import export_onnx, onnx_latents
     from lpimg.codec.image import load_image
     from lpimg.codec.intref import IntegerAnalysis
@@ -69,7 +70,7 @@ def run(folder: str, model: str = "lpimg-b3", limit: int | None = None) -> dict:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("exact", help="PyTorch vs numpy reference vs onnxruntime latents")
     p.add_argument("--images", default="../shared/data/kodak")
-    p.add_argument("--model", default="lpimg-b3")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)

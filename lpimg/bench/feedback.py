@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 HIGH = 0.95
@@ -277,7 +278,7 @@ def run_image(codec: Any, name: str, image: np.ndarray, *, link: str = DEFAULT_L
     }
 
 
-def run(folder: str, *, limit: int | None = None, model: str = "lpimg-b3", progress: bool = False,
+def run(folder: str, *, limit: int | None = None, model: str = DEFAULT_MODEL, progress: bool = False,
         **options: Any) -> dict[str, Any]:
     from lpimg.bench.rd import _images
     from lpimg.codec.pipeline import LearnedCodec
@@ -336,7 +337,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "sends unasked (default 1)")
     p.add_argument("--ceiling-margin", type=float, default=MARGIN,
                    help=f"an unreachable target becomes the full stream's quality less this ({MARGIN})")
-    p.add_argument("--model", default="lpimg-b3")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)
 

@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from lpimg.bench.metrics import msssim, psnr
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 SECOND_HALF = (450, 900)
@@ -241,7 +242,7 @@ def auto_target(runner: Runner, images: list[np.ndarray], bpp: float) -> float:
     return float(np.median(values))
 
 
-def run(frames: str, step: int, *, model: str = "lpimg-b3", tables: str | None = None,
+def run(frames: str, step: int, *, model: str = DEFAULT_MODEL, tables: str | None = None,
         frame_range: tuple[int, int] = SECOND_HALF, chains: int = 1, limit: int | None = None,
         target: float | None = None, intra_bpp: float = DEFAULT_INTRA_BPP, jpeg: bool = True,
         tolerance: int | None = None, drift_frames: int = 0, drift_step: int = 4,
@@ -425,7 +426,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the server stops a conditional picture only once it reached the target "
                         "and caught up with its reference (the reference's precision then only grows)")
     p.add_argument("--no-jpeg", action="store_true")
-    p.add_argument("--model", default="lpimg-b3")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--tables", default=None, help="residual tables file (default: next to the model)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)

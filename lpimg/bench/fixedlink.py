@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 DEFAULT_LINK = "lorawan-eu868:dr3"
@@ -115,7 +116,7 @@ async def _chain(
 
 def run(frames: str, *, start: int = 450, step: int = 25, count: int = 8, link: str = DEFAULT_LINK,
         loss: float = 0.0, downlink_loss: float | None = None, seed: int = 1, layers: int | None = None,
-        model: str = "lpimg-b3") -> dict[str, Any]:
+        model: str = DEFAULT_MODEL) -> dict[str, Any]:
     from lpimg.codec.image import load_image
     from lpimg.codec.pipeline import LearnedCodec
 
@@ -160,7 +161,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--downlink-loss", type=float, default=None, help="downlink loss (default: --loss)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--layers", type=int, default=None, help="bitplane passes per picture (default all)")
-    p.add_argument("--model", default="lpimg-b3")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "astronaut.png"
@@ -168,7 +169,7 @@ class ServerProcess:
     connected; :meth:`finish` stops it and returns its report (JSON)."""
 
     def __init__(self, url: str, expect: int, *, decode: bool = True, ack_timeout: float = 2.0,
-                 legit_prefix: str = "", model: str = "lpimg-b3", log_level: str = "WARNING",
+                 legit_prefix: str = "", model: str = DEFAULT_MODEL, log_level: str = "WARNING",
                  allowlist: bool = False) -> None:
         self.args = [sys.executable, "-m", "lpimg.bench.serverproc", url, "--expect", str(expect),
                      "--ack-timeout", str(ack_timeout), "--model", model, "--legit-prefix", legit_prefix,

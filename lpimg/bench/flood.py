@@ -33,6 +33,7 @@ from lpimg.bench.fleet import (
     usage_of,
     wait_line,
 )
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 
@@ -40,7 +41,7 @@ def run(sessions: int = 100, garbage_fps: float = 10_000.0, *, loss: float = 0.0
         height: int = 48, mtu: int = 51, ack_timeout: float = 2.0, lead: float = 1.0,
         ramp: float | None = None, interval: float = 0.02, timeout: float = 600.0, spoof: float = 0.0,
         mix: tuple[float, float, float] = (1.0, 1.0, 1.0), decode: bool = True,
-        model: str = "lpimg-b3", seed: int = 1, allowlist: bool = False) -> dict[str, Any]:
+        model: str = DEFAULT_MODEL, seed: int = 1, allowlist: bool = False) -> dict[str, Any]:
     if sessions < 1:
         raise LpimgError(f"--sessions must be at least 1, got {sessions}")
     if garbage_fps < 0:
@@ -151,7 +152,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--no-decode", action="store_true")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--model", default="lpimg-b3")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--allowlist", action="store_true",
                    help="the server knows its devices (Server(devices=...)): listed ones are handled first")
     p.add_argument("--json", action="store_true")

@@ -13,10 +13,11 @@ import argparse
 import json
 import statistics
 
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 
-def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, model: str = "lpimg-b3",
+def run(folder: str, size: tuple[int, int] = (640, 480), budget: int = 500, model: str = DEFAULT_MODEL,
         limit: int | None = None, progress: bool = False, strip: str | None = None,
         strip_images: tuple[str, ...] = ()) -> dict:
     from lpimg.bench.metrics import msssim, psnr
@@ -99,7 +100,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", default="../shared/data/kodak")
     p.add_argument("--size", type=_size, default=(640, 480), help="WxH (default 640x480)")
     p.add_argument("--budget", type=int, default=500, help="bytes (default 500)")
-    p.add_argument("--model", default="lpimg-b3", help="shipped model name or weights file")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="shipped model name or weights file")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--strip", help="write original | preview side by side (PNG) for --strip-images")
     p.add_argument("--strip-images", nargs="+", default=["kodim01.png", "kodim03.png", "kodim12.png"])

@@ -18,6 +18,7 @@ from PIL import Image
 
 from lpimg.bench.baselines import BASELINES, decode
 from lpimg.bench.metrics import bd_rate, bpp, msssim, msssim_db, psnr
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 BD_RANGE = (0.03, 0.6)
@@ -89,7 +90,7 @@ def _in_range(rows: list[dict]) -> list[dict]:
     return [r for r in rows if BD_RANGE[0] <= r["bpp"] <= BD_RANGE[1]]
 
 
-def run(folder: str, model: str = "lpimg-b3", limit: int | None = None,
+def run(folder: str, model: str = DEFAULT_MODEL, limit: int | None = None,
         show_progress: bool = True, baselines: bool = True) -> dict:
     from lpimg.codec.pipeline import LearnedCodec
 
@@ -189,7 +190,7 @@ def plot(result: dict, path: str, strip_image: str | None = None) -> None:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rd", help="rate-distortion against JPEG, WebP, JPEG 2000, AVIF")
     p.add_argument("--images", default="../shared/data/kodak")
-    p.add_argument("--model", default="lpimg-b3")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--json", action="store_true")

@@ -24,12 +24,13 @@ import time
 from typing import Any
 
 from lpimg.bench.fleet import Broker, ServerProcess, encode_for_fleet, run_fleet, usage_of
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 
 def run(devices: int = 500, loss: float = 0.1, *, width: int = 64, height: int = 48, mtu: int = 51,
         ack_timeout: float = 2.0, ramp: float | None = None, interval: float = 0.02,
-        timeout: float = 900.0, decode: bool = True, model: str = "lpimg-b3",
+        timeout: float = 900.0, decode: bool = True, model: str = DEFAULT_MODEL,
         seed: int = 1) -> dict[str, Any]:
     if devices < 1:
         raise LpimgError(f"--devices must be at least 1, got {devices}")
@@ -110,7 +111,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=900.0, help="give a device up after this long")
     p.add_argument("--no-decode", action="store_true", help="server only reassembles")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--model", default="lpimg-b3")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)
 

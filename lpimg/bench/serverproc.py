@@ -28,6 +28,8 @@ import threading
 import time
 from typing import Any
 
+from lpimg.codec.shipped import DEFAULT_MODEL
+
 CLOSE_S = 15.0
 """Seconds the server gets to close after reporting."""
 
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allowlist", action="store_true",
                         help="serve only devices whose id starts with --legit-prefix")
     parser.add_argument("--ack-timeout", type=float, default=2.0)
-    parser.add_argument("--model", default="lpimg-b3")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--no-decode", dest="decode", action="store_false")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)

@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from lpimg.codec.shipped import DEFAULT_MODEL
+
 ENCODE_TARGET_S = 0.5  # issue 3: encode a 640x480 image in at most 0.5 s on the 2-core CPU
 DECODE_TARGET_S = 1.0  # ... and decode it in at most 1 s
 
@@ -62,7 +64,7 @@ def _decode(codec, header, layers: list, every_layer: bool) -> None:  # noqa: AN
         dec.reconstruct()
 
 
-def run(folder: str, size: tuple[int, int] = (640, 480), model: str = "lpimg-b3",
+def run(folder: str, size: tuple[int, int] = (640, 480), model: str = DEFAULT_MODEL,
         limit: int | None = 4, repeat: int = 3, progress: bool = False) -> dict:
     import torch
 
@@ -121,7 +123,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("speed", help="encode/decode time at a given size against the targets")
     p.add_argument("--images", default="../shared/data/kodak")
     p.add_argument("--size", type=_size, default=(640, 480), help="WxH (default 640x480)")
-    p.add_argument("--model", default="lpimg-b3", help="shipped model name or weights file")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="shipped model name or weights file")
     p.add_argument("--limit", type=int, default=4, help="images to time (default 4)")
     p.add_argument("--repeat", type=int, default=3, help="runs per image; the median counts")
     p.add_argument("--json", action="store_true")

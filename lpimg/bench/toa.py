@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
 DEFAULT_LINK = "lorawan-eu868:dr3"
@@ -154,7 +155,7 @@ def jpeg_transfer(data: bytes, image: np.ndarray, link: str, loss: float, seed: 
 
 def run(image_path: str | Path | None = None, link: str = DEFAULT_LINK, target: float = 0.90,
         size: tuple[int, int] = DEFAULT_SIZE, loss: float = 0.0, seed: int = 1,
-        model: str = "lpimg-b3") -> dict[str, Any]:
+        model: str = DEFAULT_MODEL) -> dict[str, Any]:
     from lpimg.codec.image import load_image
     from lpimg.codec.pipeline import LearnedCodec
     from lpimg.link.sim import parse_link_spec
@@ -204,7 +205,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="640x480", help="centre crop and resize to WxH (default 640x480)")
     p.add_argument("--loss", type=float, default=0.0, help="frame loss each way (default 0)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--model", default="lpimg-b3")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)
 

@@ -20,12 +20,12 @@ import torch
 from lpimg.codec.bitplane import BitplaneDecoder, BitplaneEncoder, LayerSpec, Region
 from lpimg.codec.image import as_rgb, check_geometry
 from lpimg.codec.model import Codec, ModelConfig, interval_expectation, known_interval
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.codec.tables import CodecTables
 from lpimg.codec.tiling import DOWNSCALE, encode_tiled, pad_image
 from lpimg.errors import CodecError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "lpimg-b3"
 
 
 # oneDNN picks its reduction order by thread count, so float results differ in the last bit and

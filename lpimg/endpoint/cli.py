@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LinkError, LpimgError
 
 log = logging.getLogger("lpimg.endpoint.cli")
@@ -276,7 +277,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", choices=("auto", "none"), default="none",
                    help="auto: a fixed camera; code the picture against what the server holds of the "
                         "last one (kept in --store), intra if there is none or the server lacks it")
-    p.add_argument("--model", default="lpimg-b3")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.add_argument("--min-interval", type=float, default=0.0,
                    help="least seconds between two uplinks (a radio that does not pace itself)")
@@ -299,7 +300,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", default=None, help="comma-separated device ids to accept (default: all)")
     p.add_argument("--key-file", default=None,
                    help='JSON {"device id": "32 hex digits"}: these devices must authenticate')
-    p.add_argument("--model", default="lpimg-b3")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--ack-timeout", type=float, default=None)
     p.add_argument("--idle-timeout", type=float, default=None,
                    help="seconds of silence after which a session is abandoned")

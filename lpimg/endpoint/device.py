@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.endpoint.coding import (
     EncodedImage,
     encode_image,
@@ -216,7 +217,7 @@ class Device:
         link: DeviceLink,
         *,
         codec: LearnedCodec | None = None,
-        model: str = "lpimg-b3",
+        model: str = DEFAULT_MODEL,
         store: str | Path | DeviceStore | None = None,
         config: ProtocolConfig | None = None,
         pacing: Pacing | None = None,

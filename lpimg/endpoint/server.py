@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lpimg.aio import cancel_and_wait
+from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.endpoint.coding import layer_spec, stream_header
 from lpimg.endpoint.persist import ServerStore, StoredLayer, StoredServerSession
 from lpimg.endpoint.policies import Action, Policy, Refine, Stop
@@ -303,7 +304,7 @@ class Server:
         link: ServerLink,
         *,
         codec: LearnedCodec | None = None,
-        model: str = "lpimg-b3",
+        model: str = DEFAULT_MODEL,
         decode: bool = True,
         config: ProtocolConfig | None = None,
         policies: Sequence[Policy] = (),
