@@ -60,9 +60,9 @@ class Condition:
 class StreamHeader:
     """What a decoder must know before the first layer (carried by the session start / .lpi).
 
-    ``condition`` is None for an intra stream. A conditional stream's first layer (pass 0) is its
-    tile-mode map and pass j+1 is bitplane pass j, so it has one pass more than an intra stream
-    of the same top plane.
+    ``condition`` is None for an intra stream, whose 3T+2 passes split every significance pass
+    in two phases (spec/PROTOCOL.md 10). A conditional stream's first layer (pass 0) is its
+    tile-mode map and pass j+1 is coarse bitplane pass j: 2T+2 passes.
     """
 
     model_id: int
@@ -86,7 +86,7 @@ class StreamHeader:
         return 3 * self.top_plane + 2
 
 
-# the intra pass layout (spec/PROTOCOL.md 10.1); part of the model id
+# the intra pass layout (spec/PROTOCOL.md 10); part of the model id
 INTRA_LAYOUT = b"intra-passes:siga,sigb,ref"
 
 
@@ -123,7 +123,7 @@ class LearnedCodec:
 
     @classmethod
     def load(cls, name_or_path: str | Path = DEFAULT_MODEL) -> LearnedCodec:
-        """Load shipped weights by name (``lpimg-b3``) or a weights file by path."""
+        """Load shipped weights by name (``DEFAULT_MODEL``) or a weights file by path."""
         path = Path(name_or_path)
         if not path.suffix:
             path = WEIGHTS_DIR / f"{name_or_path}.pt"
