@@ -34,11 +34,12 @@ def _images(folder: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
 
 
 _KIND_ORDER = ("siga", "sigb", "ref")
+NAMES: dict[tuple[int, int], str] = {}  # pass label -> its name (sig5a, ref5): the same for every image
 
 
 def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: ANN001
     """Per absolute pass label: list of (bytes, psnr, msssim); plus timings and strips."""
-    from lpimg.codec.bitplane import intra_pass_kind
+    from lpimg.codec.bitplane import intra_pass_kind, intra_pass_name
 
     points: dict[tuple[int, int], list[tuple[str, int, float, float]]] = defaultdict(list)
     times = {"encode_s": [], "decode_s": []}
@@ -60,7 +61,9 @@ def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: 
             kind, plane = intra_pass_kind(spec.index, enc.header.top_plane)
             # label: (plane, 0 phase A / 1 phase B / 2 refinement) sorts coarse to fine as
             # (-plane, kind)
-            points[(plane, _KIND_ORDER.index(kind))].append(
+            label = (plane, _KIND_ORDER.index(kind))
+            NAMES[label] = intra_pass_name(spec.index, enc.header.top_plane)
+            points[label].append(
                 (name, total, psnr(rec, img), msssim(rec, img)))
             strip.append((total, rec))
         times["decode_s"].append(last)  # the full decode: one reconstruction of all layers
@@ -113,7 +116,7 @@ def run(folder: str, model: str = DEFAULT_MODEL, limit: int | None = None,
         if len(vals) != n:
             continue
         lp_rows.append({
-            "pass": f"ref{plane}" if kind == 2 else f"sig{plane}{'ab'[kind]}",
+            "pass": NAMES[(plane, kind)],
             "bpp": float(np.mean([8 * v[1] / pixels[v[0]] for v in vals])),
             "psnr": float(np.mean([v[2] for v in vals])),
             "msssim": float(np.mean([v[3] for v in vals])),
