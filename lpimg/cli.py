@@ -23,6 +23,7 @@ def _codec(args: argparse.Namespace):  # noqa: ANN202
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from lpimg.codec.model import ModelConfig
     from lpimg.codec.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -32,6 +33,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         clamp_latents=args.clamp_latents, noise_mix=args.noise_mix, chroma_weight=args.chroma_weight,
         phase_prefixes=args.phase_prefixes,
         qat_start=args.qat_start, init_from=args.init_from,
+        model=ModelConfig(dec_spread=args.decoder_spread).to_dict(),
     )
     final = train(cfg, resume=args.resume, progress=not args.quiet, max_minutes=args.max_minutes,
                   stop_at=args.stop_at)
@@ -229,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the schedule trained in float before int8 fake quantization")
     p.add_argument("--init-from", default=None,
                    help="start from another run's weights (fresh optimizer and schedule)")
+    p.add_argument("--decoder-spread", action="store_true",
+                   help="the synthesis also sees how precisely each latent is known")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-every", type=int, default=1000)

@@ -142,3 +142,39 @@ def test_phase_prefixes_give_the_checkerboard_half_one_more_pass():
     half = (phased.step != whole.step).flatten()
     assert half.any() and torch.allclose(phased.step.flatten()[half], whole.step.flatten()[half] / 2 ** 0.5)
     assert torch.equal(narrower.flatten(1).any(1), half)  # every half sample, and only they, narrowed
+
+
+def test_decoder_spread_grows_from_weights_without_it(data_dir, tmp_path):
+    """--decoder-spread adds an input to the synthesis that starts at zero: a model grown from a
+    run without it renders exactly as its source did, then learns to use how precisely each
+    latent is known (the rendering changes with the spread once the input is trained)."""
+    import dataclasses
+
+    from lpimg.codec.model import Codec
+
+    train(config(data_dir, tmp_path / "a"), progress=False)
+    spread_model = dict(TINY, dec_spread=True)
+    grown = dataclasses.replace(config(data_dir, tmp_path / "g", iterations=3),
+                                init_from=str(tmp_path / "a"), model=spread_model)
+    start = torch.load(train(grown, progress=False, stop_at=0), weights_only=False)["model"]
+    source = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    old = Codec(ModelConfig.from_dict(TINY))
+    old.load_state_dict(source)
+    new = Codec(ModelConfig.from_dict(spread_model))
+    new.load_state_dict(start)
+    y = torch.randn(1, 8, 4, 5, generator=torch.Generator().manual_seed(1)) * 5
+    spread = torch.full_like(y, 30.0)
+    with torch.no_grad():
+        assert torch.equal(new.synthesis(y, spread), old.synthesis(y))
+    # the input learns: it gets a gradient, and once non-zero the rendering depends on the spread
+    new.synthesis(y, spread).square().mean().backward()
+    assert new.synthesis.spread.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        new.synthesis.spread.weight.add_(0.01)
+        assert not torch.equal(new.synthesis(y, spread), new.synthesis(y))
+        assert torch.equal(new.synthesis(y, torch.zeros_like(y)), new.synthesis(y))
+    # weights that do not fit are refused, with the source named
+    other = dataclasses.replace(config(data_dir, tmp_path / "o"), init_from=str(tmp_path / "a"),
+                                model=dict(spread_model, latent_channels=6))
+    with pytest.raises(CodecError, match="init-from"):
+        train(other, progress=False)

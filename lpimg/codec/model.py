@@ -3,7 +3,8 @@
 The analysis transform uses only what the K210 KPU accelerates (3x3 convolutions, stride 1 or 2,
 ReLU, 8-bit everything) and keeps every layer's int8 input plus output under 2 MiB at 320x240. The
 synthesis transform runs on the server and is free to be larger; it is trained on latents whose low
-bitplanes are missing (see :func:`truncated_latents`), so every prefix of layers decodes well.
+bitplanes are missing (see :func:`known_interval`), so every prefix of layers decodes well, and
+it can be told how precisely each latent is known (:func:`spread_features`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class ModelConfig:
     enc_channels: tuple[int, ...] = (64, 96, 96, 96, 96)
     latent_channels: int = 96
     dec_channels: int = 96
+    # the synthesis also sees how wide each latent's known interval still is: after a phase A
+    # layer, a region refinement or a reference-coded picture, neighbouring latents are known
+    # to different precisions, and from the expectations alone the decoder cannot tell an
+    # exactly known small value from an unknown one
+    dec_spread: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,9 +134,18 @@ class Synthesis(nn.Module):
             ))
         self.mid = ResBlock(chans[1])
         self.tail = nn.Sequential(nn.Conv2d(chans[3], 3 * 4, 3, padding=1), nn.PixelShuffle(2))
+        self.spread: nn.Conv2d | None = None
+        if cfg.dec_spread:
+            # zero at the start: a model grown from weights without this input renders the same
+            self.spread = nn.Conv2d(m, n, 3, padding=1, bias=False)
+            nn.init.zeros_(self.spread.weight)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        x = self.head(y)
+    def forward(self, y: torch.Tensor, spread: torch.Tensor | None = None) -> torch.Tensor:
+        """``spread``: hi - lo of each latent's known interval (None: every latent exact)."""
+        x = self.head[0](y)
+        if self.spread is not None and spread is not None:
+            x = x + self.spread(spread_features(spread.to(y.dtype)))
+        x = self.head[2](self.head[1](x))
         for i, up in enumerate(self.up):
             x = up(x)
             if i == 0:
@@ -195,6 +210,12 @@ class FactorizedDensity(nn.Module):
         pmf = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))[:, 0, :]
         pmf = torch.clamp(pmf, min=1e-9)
         return pmf / pmf.sum(dim=1, keepdim=True)
+
+
+def spread_features(spread: torch.Tensor) -> torch.Tensor:
+    """The synthesis' view of interval widths: 0 for an exact latent, about 1 for the widest
+    (an element not yet significant below the top plane, hi - lo = 2 * (2^6 - 1))."""
+    return torch.log2(1 + spread) / 7
 
 
 def interval_expectation(

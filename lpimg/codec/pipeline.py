@@ -184,13 +184,16 @@ class LearnedCodec:
         lo, hi = known_interval(q, n, top)
         chan = torch.arange(q.shape[0])[:, None, None].expand_as(q)
         y = interval_expectation(self._pmf, lo, hi, chan).to(torch.float32)
-        return self.render(y, width, height)
+        return self.render(y, width, height, hi - lo)
 
     @torch.no_grad()
-    def render(self, y: torch.Tensor, width: int, height: int) -> np.ndarray:
-        """Latent estimates (C, H, W) float -> uint8 picture (shared by intra and conditional)."""
+    def render(self, y: torch.Tensor, width: int, height: int,
+               spread: torch.Tensor | None = None) -> np.ndarray:
+        """Latent estimates (C, H, W) float, and how wide each latent's known interval is
+        (``hi - lo``; None: exact) -> uint8 picture (shared by intra and conditional)."""
+        s = None if spread is None else spread.to(torch.float32)[None]
         with fixed_threads(SYNTHESIS_THREADS):
-            x = self.model.synthesis(y.to(torch.float32)[None])[0, :, :height, :width]
+            x = self.model.synthesis(y.to(torch.float32)[None], s)[0, :, :height, :width]
         return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 

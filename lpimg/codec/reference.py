@@ -812,9 +812,10 @@ class ConditionalDecoder:
         ref = convert_passes(self.reference.passes, self.reference.top, self.top)
         return bool((self.passes >= ref).all())
 
-    def latent_estimate(self) -> torch.Tensor:
+    def latent_estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Float latents for the synthesis: E[q | what is known], the reference helping where
-        this picture is still known less precisely than the reference was."""
+        this picture is still known less precisely than the reference was; and the width of
+        what is known (hi - lo) per latent."""
         lo_r, hi_r = self.reference.intervals
         if self.modes is None:
             lo, hi = torch.from_numpy(lo_r.astype(np.int64)), torch.from_numpy(hi_r.astype(np.int64))
@@ -826,10 +827,11 @@ class ConditionalDecoder:
             use = both_lo <= both_hi
             lo, hi = torch.where(use, both_lo, lo), torch.where(use, both_hi, hi)
         chan = torch.arange(self.q.shape[0])[:, None, None].expand_as(lo)
-        return interval_expectation(self._pmf, lo, hi, chan).to(torch.float32)
+        return interval_expectation(self._pmf, lo, hi, chan).to(torch.float32), hi - lo
 
     def reconstruct(self) -> np.ndarray:
-        return self.codec.render(self.latent_estimate(), self.header.width, self.header.height)
+        y, spread = self.latent_estimate()
+        return self.codec.render(y, self.header.width, self.header.height, spread)
 
     def next_reference(self) -> ReferenceState:
         """The state this picture leaves, the reference for the next one (the device's mirror

@@ -262,7 +262,17 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start = 0
     if cfg.init_from and not resume:
-        model.load_state_dict(_model_state(Path(cfg.init_from)))
+        # a model may grow inputs its source lacked (they start at zero); anything else is a mismatch
+        try:
+            grown = model.load_state_dict(_model_state(Path(cfg.init_from)), strict=False)
+        except RuntimeError as exc:  # shapes differ
+            raise CodecError(f"--init-from {cfg.init_from}: weights do not fit this "
+                             f"architecture: {str(exc).splitlines()[1].strip()}") from exc
+        missing = [k for k in grown.missing_keys if not k.startswith("synthesis.spread.")]
+        if missing or grown.unexpected_keys:
+            raise CodecError(
+                f"--init-from {cfg.init_from}: weights do not fit this architecture "
+                f"(missing {missing[:3]}, unexpected {grown.unexpected_keys[:3]})")
     if resume:
         ck = load_checkpoint(out)
         saved = TrainConfig(**ck["train_config"])
@@ -308,15 +318,17 @@ def train(
         pixels = x.shape[2] * x.shape[3]
         bpp_prefix = prefix_rate(model.density, y, prefix) / pixels  # (B,)
         y_dec = prefix.y_dec
+        spread = (prefix.hi - prefix.lo).to(y.dtype)
         lmbda = cfg.lmbda / prefix.step.flatten()
         if cfg.noise_mix > 0:
             relaxed = torch.from_numpy(rng.random(y.shape[0]) < cfg.noise_mix)
             y_noisy = y + torch.from_numpy(rng.uniform(-0.5, 0.5, size=y.shape).astype(np.float32))
             bpp_noisy = -torch.log2(model.density.likelihood(y_noisy)).flatten(1).sum(1) / pixels
             y_dec = torch.where(relaxed[:, None, None, None], y_noisy, y_dec)
+            spread = torch.where(relaxed[:, None, None, None], torch.zeros_like(spread), spread)
             bpp_prefix = torch.where(relaxed, bpp_noisy, bpp_prefix)
             lmbda = torch.where(relaxed, torch.full_like(lmbda, cfg.lmbda), lmbda)
-        x_hat = model.synthesis(y_dec)
+        x_hat = model.synthesis(y_dec, spread)
         mse = torch.mean((x_hat - x) ** 2, dim=(1, 2, 3))
         msssim = ms_ssim(
             x_hat.clamp(0, 1), x, data_range=1.0, size_average=False, win_size=7,
