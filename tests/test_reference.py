@@ -110,7 +110,7 @@ def test_every_prefix_decodes_and_its_state_is_mirrored(codec, tables):
     for k, (spec, data) in enumerate(layers, 1):
         dec.apply(spec, data)
         lo, hi = known_interval(torch.from_numpy(dec.q.astype(np.int64)),
-                                torch.from_numpy(dec.passes.astype(np.int64))[None], dec.top)
+                                torch.from_numpy(dec.coarse_passes.astype(np.int64))[None], dec.top)
         assert ((lo.numpy() <= enc.latents) & (enc.latents <= hi.numpy())).all()
         state = dec.next_reference()
         assert state.hash() == enc.next_reference([s for s, _ in layers[:k]]).hash()
@@ -203,7 +203,7 @@ def test_a_picture_cut_early_keeps_the_old_reference_where_it_got_less_far(codec
     state = dec.next_reference()
     assert state.hash() == enc.next_reference([s for s, _ in layers[:2]]).hash()
     new_lo, new_hi = known_interval(torch.from_numpy(dec.q.astype(np.int64)),
-                                    torch.from_numpy(dec.passes.astype(np.int64))[None], dec.top)
+                                    torch.from_numpy(dec.coarse_passes.astype(np.int64))[None], dec.top)
     lo, hi = state.intervals
     assert ((lo >= new_lo.numpy()) & (hi <= new_hi.numpy())).all()
     for spec, data in layers[1:]:

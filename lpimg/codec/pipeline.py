@@ -82,7 +82,7 @@ class StreamHeader:
     @property
     def total_passes(self) -> int:
         if self.condition is not None:
-            return 2 * self.top_plane + 2
+            return 3 * self.top_plane + 3  # the tile-mode map, then the intra passes
         return 3 * self.top_plane + 2
 
 

@@ -27,8 +27,14 @@ transform exactly as for an intra picture and nothing more):
   its latents into those intervals, an error of at most ``tolerance``), so it costs a fraction of
   a bit and is still refined by later passes below the reference's precision. The map is range
   coded with integer counts in the context of the left and upper tiles.
-- layer j + 1: bitplane pass j over the positions whose counter is j (skipped tiles start at the
-  reference's counter), with :class:`ResidualTables` probabilities:
+- layer j + 1: bitplane pass j over the positions whose counter is j (skipped tiles start where
+  the reference's knowledge puts them), with :class:`ResidualTables` probabilities. The passes are
+  the intra stream's (:func:`~lpimg.codec.bitplane.intra_pass_kind`): every significance pass in
+  two checkerboard phases, the second seeing the first's results, so a server can stop a
+  conditional picture at half a plane as it can an intra one. Pass counters count these passes;
+  what a position knows is their coarse count (:func:`~lpimg.codec.bitplane.coarse_passes`), and
+  the reference state keeps coarse counters.
+  Probabilities:
   significance by (class of the reference interval against the plane, channel, plane, the intra
   neighbourhood context); signs by whether the reference knows the sign; refinement bits by
   whether the reference interval lies in the lower or upper half of the new element's interval,
@@ -66,8 +72,10 @@ from lpimg.codec.bitplane import (
     _PassCoder,
     _words_to_bytes,
     coarse_passes,
+    intra_pass_kind,
+    intra_passes_covering,
+    num_intra_passes,
     num_passes,
-    pass_kind,
     replay_passes,
     sig_plane_of,
     top_plane,
@@ -75,7 +83,14 @@ from lpimg.codec.bitplane import (
 from lpimg.codec.image import as_rgb, check_geometry
 from lpimg.codec.model import interval_expectation, known_interval
 from lpimg.codec.pipeline import WEIGHTS_DIR, Condition, ImageDecoder, ImageEncoder, StreamHeader
-from lpimg.codec.tables import NUM_CONTEXTS, NUM_PLANES, QMAX, CodecTables, significance_context
+from lpimg.codec.tables import (
+    NUM_CONTEXTS,
+    NUM_PLANES,
+    QMAX,
+    CodecTables,
+    first_phase,
+    significance_context,
+)
 from lpimg.codec.tiling import DOWNSCALE
 from lpimg.errors import CodecError
 
@@ -317,7 +332,7 @@ class ResidualTables:
 
     @cached_property
     def residual_id(self) -> int:
-        h = hashlib.sha256(b"lpimg-residual-v2")
+        h = hashlib.sha256(b"lpimg-residual-v3:passes-siga,sigb,ref")
         h.update(struct.pack("<HH", self.model_id, self.tile))
         for t in (self.sig, self.sign, self.refbit, self.modes):
             h.update(t.astype("<i8").tobytes())
@@ -460,17 +475,23 @@ class ConditionalPlan:
     modes: np.ndarray  # uint8 (TH, TW)
     top: int
     initial_q: np.ndarray  # int32 (C, H, W): partial latents known before layer 1
-    initial_passes: np.ndarray  # int32 (H, W)
+    initial_passes: np.ndarray  # int32 (H, W): pass counters (intra pass layout) before layer 1
     clipped: int = 0  # latents of SKIP tiles moved (by <= tolerance) into the reference's interval
 
 
 def initial_state(
     modes: np.ndarray, reference: ReferenceState, top: int, tile: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(partial latents, pass counters) a conditional stream starts from, given its mode map."""
+    """(partial latents, pass counters) a conditional stream starts from, given its mode map.
+
+    A skipped position starts at the fewest passes after which both checkerboard phases know
+    what the reference knew of it (its coarse counter, under this stream's top plane).
+    """
     _, h, w = reference.shape
     skip = expand_tiles(modes == SKIP, tile, h, w)
-    passes = np.where(skip, convert_passes(reference.passes, reference.top, top), 0).astype(np.int32)
+    covering = np.array([intra_passes_covering(c, top) for c in range(num_passes(top) + 1)], np.int32)
+    coarse = convert_passes(reference.passes, reference.top, top)
+    passes = np.where(skip, covering[coarse], 0).astype(np.int32)
     q = np.where(skip[None], reference.q, 0).astype(np.int32)
     return q, passes
 
@@ -569,6 +590,12 @@ class ConditionalModel:
                          classes=cls.astype(np.int64))
 
 
+def _phase(kind: str, h: int, w: int) -> np.ndarray:
+    """The positions a significance phase codes (``siga``: x + y even, ``sigb``: the others)."""
+    first = first_phase(h, w)
+    return first if kind == "siga" else ~first
+
+
 def _area(spec: LayerSpec, h: int, w: int) -> np.ndarray:
     return np.ones((h, w), bool) if spec.region is None else spec.region.clip(w, h).mask(w, h)
 
@@ -647,28 +674,28 @@ class ConditionalEncoder:
     def default_layers(self) -> list[LayerSpec]:
         """The mode map, then every whole-picture pass that codes at least one position."""
         start = int(self.plan.initial_passes.min())
-        return [LayerSpec(0)] + [LayerSpec(j + 1) for j in range(start, num_passes(self.top))]
+        return [LayerSpec(0)] + [LayerSpec(j + 1) for j in range(start, num_intra_passes(self.top))]
 
     def refine_specs(self, region: Region, target_passes: int) -> list[LayerSpec]:
         """Layers bringing ``region`` to ``target_passes`` (counted as in the header, mode map included)."""
         _, h, w = self.q.shape
         region = region.clip(w, h)
-        target = min(target_passes - 1, num_passes(self.top))
+        target = min(target_passes - 1, num_intra_passes(self.top))
         sub = self.passes[region.y:region.y + region.h, region.x:region.x + region.w]
         return [LayerSpec(j + 1, region) for j in range(int(sub.min()), target)]
 
     def decisions(self, spec: LayerSpec) -> list[Decisions]:
         """Run one bitplane pass (index as in the bitplane coder) and advance the counters."""
         _, h, w = self.q.shape
-        kind, plane = pass_kind(spec.index, self.top)
+        kind, plane = intra_pass_kind(spec.index, self.top)
         area = _area(spec, h, w)
         if np.any(area & (self.passes < spec.index)):
             raise CodecError(f"pass {spec.index} requested before earlier passes of its region")
         pos = area & (self.passes == spec.index)
-        sig_plane = sig_plane_of(self.passes, self.top)
+        sig_plane = sig_plane_of(coarse_passes(self.passes, self.top), self.top)
         known_sig = self.mag >= (1 << sig_plane)[None].astype(np.int64)
-        if kind == "sig":
-            sel = pos[None] & ~known_sig
+        if kind != "ref":
+            sel = (pos & _phase(kind, h, w))[None] & ~known_sig
             bits = ((self.mag[sel] >> plane) & 1).astype(np.int32)
             out = [self.model.sig(known_sig, sel, plane, bits)]
             newly = np.zeros_like(sel)
@@ -703,8 +730,9 @@ class ConditionalEncoder:
         if specs[0] != LayerSpec(0) or LayerSpec(0) in specs[1:]:
             raise CodecError("the tile-mode layer must come first, and only once")
         _, h, w = self.q.shape
-        passes = replay_passes([LayerSpec(s.index - 1, s.region) for s in specs[1:]], (h, w),
-                               num_passes(self.top), self.plan.initial_passes)
+        passes = coarse_passes(
+            replay_passes([LayerSpec(s.index - 1, s.region) for s in specs[1:]], (h, w),
+                          num_intra_passes(self.top), self.plan.initial_passes), self.top)
         lo, hi = known_interval(torch.from_numpy(self.q.astype(np.int64)),
                                 torch.from_numpy(passes.astype(np.int64))[None], self.top)
         return merge_states(self.codec.model_id, self.header.width, self.header.height, self.top,
@@ -769,7 +797,9 @@ class ConditionalDecoder:
 
     def _apply_pass(self, spec: LayerSpec, data: bytes) -> None:
         _, h, w = self.q.shape
-        kind, plane = pass_kind(spec.index, self.top)
+        if not 0 <= spec.index < num_intra_passes(self.top):
+            raise CodecError(f"layer {spec.index + 1} does not exist in this stream")
+        kind, plane = intra_pass_kind(spec.index, self.top)
         area = _area(spec, h, w)
         if np.any(area & (self.passes < spec.index)):
             raise CodecError(f"layer for pass {spec.index} arrived before earlier passes")
@@ -782,8 +812,8 @@ class ConditionalDecoder:
             return dec.decode(_BINARY, _binary_probs(p1)) if p1.size else np.zeros(0, np.int32)
 
         try:
-            if kind == "sig":
-                sel = pos[None] & ~known_sig
+            if kind != "ref":
+                sel = (pos & _phase(kind, h, w))[None] & ~known_sig
                 bits = decode(self.model.sig(known_sig, sel, plane, None).p1)
                 newly = np.zeros_like(sel)
                 newly[sel] = bits.astype(bool)
@@ -810,7 +840,12 @@ class ConditionalDecoder:
         if self.modes is None:
             return False
         ref = convert_passes(self.reference.passes, self.reference.top, self.top)
-        return bool((self.passes >= ref).all())
+        return bool((self.coarse_passes >= ref).all())
+
+    @property
+    def coarse_passes(self) -> np.ndarray:
+        """What each position knows, in the coarse passes of :func:`known_interval`."""
+        return coarse_passes(self.passes, self.top)
 
     def latent_estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Float latents for the synthesis: E[q | what is known], the reference helping where
@@ -821,7 +856,8 @@ class ConditionalDecoder:
             lo, hi = torch.from_numpy(lo_r.astype(np.int64)), torch.from_numpy(hi_r.astype(np.int64))
         else:
             lo, hi = known_interval(torch.from_numpy(self.q.astype(np.int64)),
-                                    torch.from_numpy(self.passes.astype(np.int64))[None], self.top)
+                                    torch.from_numpy(self.coarse_passes.astype(np.int64))[None],
+                                    self.top)
             both_lo = torch.maximum(lo, torch.from_numpy(lo_r.astype(np.int64)))
             both_hi = torch.minimum(hi, torch.from_numpy(hi_r.astype(np.int64)))
             use = both_lo <= both_hi
@@ -841,7 +877,7 @@ class ConditionalDecoder:
         if self.modes is None:
             return self.reference
         return merge_states(self.codec.model_id, self.header.width, self.header.height, self.top,
-                            self.q, self.passes, self.reference)
+                            self.q, self.coarse_passes, self.reference)
 
 
 def conditional_or_intra(
