@@ -123,13 +123,13 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from lpimg.codec import container
-    from lpimg.codec.bitplane import intra_pass_kind
+    from lpimg.codec.bitplane import pass_kind
 
     header, layers = container.read(args.input)
     rows = []
     cumulative = 0
     for i, (spec, data) in enumerate(layers):
-        kind, plane = intra_pass_kind(spec.index, header.top_plane)
+        kind, plane = pass_kind(spec.index, header.top_plane)
         cumulative += len(data)
         r = spec.region
         rows.append({

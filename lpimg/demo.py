@@ -109,7 +109,7 @@ def _report(codec: Any, image: Any, path: Path, link: str, loss: float, seed: in
     from lpimg.bench.baselines import decode as decode_jpeg
     from lpimg.bench.baselines import jpeg_at_most
     from lpimg.bench.metrics import msssim, psnr
-    from lpimg.codec.bitplane import intra_pass_kind
+    from lpimg.codec.bitplane import pass_kind
     from lpimg.endpoint.coding import layer_spec
     from lpimg.report import LayerRow, rd_plot_png, render
 
@@ -144,7 +144,7 @@ def _report(codec: Any, image: Any, path: Path, link: str, loss: float, seed: in
             rec = dec.reconstruct()
         decode_s = time.perf_counter() - t1
         cumulative += layer.size
-        kind, plane = intra_pass_kind(layer.pass_index, header.top_plane)
+        kind, plane = pass_kind(layer.pass_index, header.top_plane)
         what = {"siga": "sig A", "sigb": "sig B", "ref": "ref"}[kind]
         row = LayerRow(layer.index, f"{what} plane {plane}", layer.size, cumulative, airtime,
                        layer.at, psnr(rec, image), msssim(rec, image), rec)

@@ -16,10 +16,9 @@ from lpimg.codec.bitplane import (
     Region,
     coarse_passes,
     fit_codec_tables,
-    intra_pass_kind,
-    intra_pass_name,
-    num_intra_passes,
+    num_passes,
     pass_kind,
+    pass_name,
     replay_passes,
 )
 from lpimg.codec.model import known_interval
@@ -60,22 +59,13 @@ def tables() -> CodecTables:
     return laplace_tables(8, scales, q)
 
 
-def test_pass_order():
-    assert pass_kind(0, 6) == ("sig", 6)
-    assert pass_kind(1, 6) == ("sig", 5)
-    assert pass_kind(2, 6) == ("ref", 5)
-    assert pass_kind(12, 6) == ("ref", 0)
-    with pytest.raises(CodecError):
-        pass_kind(13, 6)
-
-
-def test_intra_pass_order_splits_significance_into_two_phases():
-    names = [intra_pass_name(i, 2) for i in range(num_intra_passes(2))]
+def test_pass_order_splits_significance_into_two_phases():
+    names = [pass_name(i, 2) for i in range(num_passes(2))]
     assert names == ["sig2a", "sig2b", "sig1a", "sig1b", "ref1", "sig0a", "sig0b", "ref0"]
-    assert intra_pass_kind(19, 6) == ("ref", 0) and num_intra_passes(6) == 20
+    assert pass_kind(19, 6) == ("ref", 0) and num_passes(6) == 20
     for bad in (-1, 20):
         with pytest.raises(CodecError):
-            intra_pass_kind(bad, 6)
+            pass_kind(bad, 6)
 
 
 def test_coarse_passes_follow_the_checkerboard():
@@ -85,7 +75,7 @@ def test_coarse_passes_follow_the_checkerboard():
         counters[:] = n
         got = coarse_passes(counters, 2)
         assert got[0, 0] == got[1, 1] == a and got[0, 1] == got[1, 0] == b, n
-    counters[:] = num_intra_passes(2)
+    counters[:] = num_passes(2)
     assert (coarse_passes(counters, 2) == 5).all()
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lpimg.codec import container
-from lpimg.codec.bitplane import LayerSpec, Region, intra_passes_covering
+from lpimg.codec.bitplane import LayerSpec, Region, passes_covering
 from lpimg.codec.model import known_interval
 from lpimg.codec.pipeline import LearnedCodec
 from lpimg.codec.reference import (
@@ -153,7 +153,7 @@ def test_a_changed_frame_costs_less_than_intra_at_the_same_passes(codec, tables)
     enc = ConditionalEncoder(codec, img, ref, tables=tables)
     cond = sum(len(d) for _, d in enc.encode_all(6))  # mode map + the reference's 5 passes
     intra_enc = codec.encoder(img)
-    intra = sum(len(d) for _, d in intra_enc.encode_all(intra_passes_covering(5, intra_enc.header.top_plane)))
+    intra = sum(len(d) for _, d in intra_enc.encode_all(passes_covering(5, intra_enc.header.top_plane)))
     assert 0 < (enc.modes == SKIP).sum() < enc.modes.size
     assert cond < 0.6 * intra
 
@@ -328,3 +328,40 @@ def test_drift_budget_counts_a_free_picture_as_zero_bytes():
     never = {"cum_bytes": [0, 100, 200], "msssim": [0.5, 0.6, 0.7], "settled_at": 0}
     assert _cost_or_all(free, 0.9) == 0.0
     assert _cost_or_all(never, 0.9) == 200.0
+
+
+def test_conditional_passes_split_significance_into_phases(codec, tables):
+    """A conditional stream has the intra stream's passes (3T+2 after the tile-mode map): a
+    phase A layer refines only the (x + y)-even positions it codes, phase B the others, so a
+    server can stop at half a plane; a skipped position starts where both phases know what the
+    reference knew."""
+    from lpimg.codec.bitplane import coarse_passes, num_passes, pass_kind
+    from lpimg.codec.tables import first_phase
+
+    ref, _ = intra_state(codec, scene(0), 8)
+    enc = ConditionalEncoder(codec, scene(0.1), ref, tables=tables)
+    assert enc.header.total_passes == num_passes(enc.top) + 1
+    dec = ConditionalDecoder(codec, enc.header, ref, tables=tables)
+    layers = enc.encode_all()
+    dec.apply(*layers[0])
+    t = tables.tile
+    skip = np.kron(dec.modes == SKIP, np.ones((t, t), bool))[:dec.passes.shape[0], :dec.passes.shape[1]]
+    assert skip.any() and (~skip).any()
+    ref_coarse = convert_passes(ref.passes, ref.top, dec.top)
+    covering = np.vectorize(lambda c: passes_covering(int(c), dec.top))(ref_coarse)
+    assert np.array_equal(dec.passes, np.where(skip, covering, 0))
+    assert np.array_equal(coarse_passes(dec.passes, dec.top)[skip], ref_coarse[skip])
+    even = first_phase(*dec.passes.shape)
+    seen = set()
+    for spec, data in layers[1:]:
+        before = dec.coarse_passes.copy()
+        dec.apply(spec, data)
+        grew = dec.coarse_passes > before
+        kind, _ = pass_kind(spec.index - 1, dec.top)
+        seen.add(kind)
+        if kind == "siga":
+            assert not (grew & ~even).any()
+        elif kind == "sigb":
+            assert not (grew & even).any()
+    assert seen == {"siga", "sigb", "ref"}
+    assert np.array_equal(dec.q, enc.latents)

@@ -39,7 +39,7 @@ NAMES: dict[tuple[int, int], str] = {}  # pass label -> its name (sig5a, ref5): 
 
 def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: ANN001
     """Per absolute pass label: list of (bytes, psnr, msssim); plus timings and strips."""
-    from lpimg.codec.bitplane import intra_pass_kind, intra_pass_name
+    from lpimg.codec.bitplane import pass_kind, pass_name
 
     points: dict[tuple[int, int], list[tuple[str, int, float, float]]] = defaultdict(list)
     times = {"encode_s": [], "decode_s": []}
@@ -58,11 +58,11 @@ def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: 
             t1 = time.perf_counter()
             rec = dec.reconstruct()
             last = time.perf_counter() - t1
-            kind, plane = intra_pass_kind(spec.index, enc.header.top_plane)
+            kind, plane = pass_kind(spec.index, enc.header.top_plane)
             # label: (plane, 0 phase A / 1 phase B / 2 refinement) sorts coarse to fine as
             # (-plane, kind)
             label = (plane, _KIND_ORDER.index(kind))
-            NAMES[label] = intra_pass_name(spec.index, enc.header.top_plane)
+            NAMES[label] = pass_name(spec.index, enc.header.top_plane)
             points[label].append(
                 (name, total, psnr(rec, img), msssim(rec, img)))
             strip.append((total, rec))

@@ -6,11 +6,13 @@ the significance pass of plane T (is |q| >= 2^T? and the sign of every element t
 significant), then for p = T-1 .. 0 a significance pass at plane p (elements not yet significant)
 and a refinement pass (bit p of the elements significant before plane p): 2T+1 in all. They
 define what a decoder knows of every position (:func:`known_latents`,
-:func:`lpimg.codec.model.known_interval`) and are the passes of the conditional coder.
+:func:`lpimg.codec.model.known_interval`), and a reference state counts them.
 
-An intra stream sends every coarse significance pass as two *phases*, each its own pass: phase A
-codes the (x + y)-even positions, phase B the others with contexts that see phase A's results.
-3T+2 intra passes in all (:func:`intra_pass_kind`), so a server can stop at half a plane.
+A stream (intra, or reference-coded: :mod:`lpimg.codec.reference`) sends every coarse
+significance pass as two *phases*, each its own pass: phase A codes the (x + y)-even positions,
+phase B the others with contexts that see phase A's results. 3T+2 passes in all
+(:func:`pass_kind`), so a server can stop at half a plane; :func:`coarse_passes` says what a
+position knows after them.
 
 A *layer* is one pass over a rectangle of latent positions (the whole grid by default). Both ends
 keep a per-position pass counter ``passes[y, x]``; a layer (j, region) codes pass j for the
@@ -82,75 +84,67 @@ class LayerSpec:
     region: Region | None = None
 
 
-def pass_kind(index: int, top: int) -> tuple[str, int]:
-    """("sig" | "ref", plane) of coarse pass ``index`` for top plane ``top``."""
-    if index < 0 or index > 2 * top:
-        raise CodecError(f"pass {index} does not exist for top plane {top}")
-    if index == 0:
-        return "sig", top
-    plane = top - (index + 1) // 2
-    return ("sig" if index % 2 == 1 else "ref"), plane
-
-
-def num_passes(top: int) -> int:
-    """Coarse passes of top plane ``top`` (the conditional coder's bitplane passes)."""
+def num_coarse_passes(top: int) -> int:
+    """Coarse passes of top plane ``top`` (what reference states and intervals count)."""
     return 2 * top + 1
 
 
-_INTRA_KINDS = ("siga", "sigb", "ref")
+_KINDS = ("siga", "sigb", "ref")
 
 
-def intra_pass_kind(index: int, top: int) -> tuple[str, int]:
-    """("siga" | "sigb" | "ref", plane) of intra pass ``index`` for top plane ``top``.
+def pass_kind(index: int, top: int) -> tuple[str, int]:
+    """("siga" | "sigb" | "ref", plane) of pass ``index`` of a stream with top plane ``top``.
 
     siga/sigb: phase A / phase B of the significance of ``plane`` (the (x + y)-even positions,
     then the others); the top plane has no refinement pass.
     """
-    if index < 0 or index >= num_intra_passes(top):
+    if index < 0 or index >= num_passes(top):
         raise CodecError(f"pass {index} does not exist for top plane {top}")
     if index < 2:
-        return _INTRA_KINDS[index], top
+        return _KINDS[index], top
     k, r = divmod(index - 2, 3)
-    return _INTRA_KINDS[r], top - 1 - k
+    return _KINDS[r], top - 1 - k
 
 
-def num_intra_passes(top: int) -> int:
+def num_passes(top: int) -> int:
+    """Passes of a stream with top plane ``top`` (its layers; a reference-coded stream adds its
+    tile-mode map in front)."""
     return 3 * top + 2
 
 
-def intra_pass_name(index: int, top: int) -> str:
-    """Short name of an intra pass: ``sig5a``, ``sig5b``, ``ref5``."""
-    kind, plane = intra_pass_kind(index, top)
+def pass_name(index: int, top: int) -> str:
+    """Short name of a pass: ``sig5a``, ``sig5b``, ``ref5``."""
+    kind, plane = pass_kind(index, top)
     return f"ref{plane}" if kind == "ref" else f"sig{plane}{kind[-1]}"
 
 
 def _coarse_table(top: int) -> np.ndarray:
-    """(2, 3T+3): coarse passes completed after n intra passes, for phase A / phase B positions.
+    """(2, 3T+3): coarse passes completed after n passes, for phase A / phase B positions.
 
-    Coarse pass 0 (significance of T) is complete at a phase A position after intra pass 0, at a
-    phase B position after intra pass 1; coarse pass 2k-1 (significance of T-k) after intra pass
-    3k-1 (A) or 3k (B); coarse pass 2k (refinement of T-k) after intra pass 3k+1 (both).
+    Coarse pass 0 (significance of T) is complete at a phase A position after pass 0, at a
+    phase B position after pass 1; coarse pass 2k-1 (significance of T-k) after pass 3k-1 (A)
+    or 3k (B); coarse pass 2k (refinement of T-k) after pass 3k+1 (both).
     """
-    done_at = np.zeros((2, num_passes(top)), np.int64)  # intra index completing each coarse pass
+    done_at = np.zeros((2, num_coarse_passes(top)), np.int64)  # the pass completing each coarse one
     done_at[:, 0] = (0, 1)
     for k in range(1, top + 1):
         done_at[:, 2 * k - 1] = (3 * k - 1, 3 * k)
         done_at[:, 2 * k] = 3 * k + 1
-    n = np.arange(num_intra_passes(top) + 1)
+    n = np.arange(num_passes(top) + 1)
     return (done_at[:, None, :] < n[None, :, None]).sum(2).astype(np.int32)
 
 
 def coarse_passes(passes: np.ndarray, top: int) -> np.ndarray:
-    """Intra pass counters (H, W) -> coarse pass counters: what each position knows."""
+    """Pass counters (H, W) -> coarse pass counters: what each position knows."""
     passes = np.asarray(passes)
     table = _coarse_table(top)
     return np.where(first_phase(*passes.shape), table[0][passes], table[1][passes]).astype(np.int32)
 
 
-def intra_passes_covering(coarse: int, top: int) -> int:
-    """The fewest intra passes after which every position has completed ``coarse`` coarse passes
-    (what "send the first n coarse passes" means in an intra stream)."""
-    if not 0 <= coarse <= num_passes(top):
+def passes_covering(coarse: int, top: int) -> int:
+    """The fewest passes after which every position has completed ``coarse`` coarse passes
+    (where a reference-coded stream starts a position that takes over its reference's state)."""
+    if not 0 <= coarse <= num_coarse_passes(top):
         raise CodecError(f"{coarse} coarse passes do not exist for top plane {top}")
     return int(np.argmax((_coarse_table(top) >= coarse).all(0)))
 
@@ -189,8 +183,8 @@ def replay_passes(
     specs: list[LayerSpec], shape: tuple[int, int], total: int, initial: np.ndarray | None = None,
 ) -> np.ndarray:
     """The pass counters after ``specs`` were applied in order (from ``initial``, default zeros),
-    in a stream of ``total`` passes (``num_intra_passes(top)`` for an intra stream,
-    ``num_passes(top)`` for the bitplane passes of a conditional one).
+    in a stream of ``total`` passes (``num_passes(top)``; a conditional stream's bitplane
+    passes, its layers after the tile-mode map, start from ``initial``).
 
     What a device needs to mirror the server's state from the layers it knows were received,
     without coding anything; the rules of :meth:`BitplaneDecoder.apply`: a layer advances the
@@ -349,8 +343,8 @@ def _refinement_pass(known: np.ndarray, pos: np.ndarray, plane: int, coder: _Pas
 
 
 def _run_pass(known: np.ndarray, pos: np.ndarray, index: int, coder: _PassCoder, io: _Decisions) -> None:
-    """Intra pass ``index`` at positions ``pos``."""
-    kind, plane = intra_pass_kind(index, coder.top)
+    """Pass ``index`` at positions ``pos``."""
+    kind, plane = pass_kind(index, coder.top)
     if kind == "ref":
         _refinement_pass(known, pos, plane, coder, io)
     else:
@@ -369,7 +363,7 @@ def count_decisions(q: np.ndarray, pmf_counts: np.ndarray, counter: ContextCount
     known = np.zeros_like(q)
     pos = np.ones(q.shape[1:], bool)
     io = _Counting(q, counter)
-    for index in range(num_intra_passes(top)):
+    for index in range(num_passes(top)):
         _run_pass(known, pos, index, coder, io)
 
 
@@ -409,7 +403,7 @@ class BitplaneEncoder:
 
     @property
     def total_passes(self) -> int:
-        return num_intra_passes(self.top)
+        return num_passes(self.top)
 
     def default_layers(self) -> list[LayerSpec]:
         return [LayerSpec(j) for j in range(self.total_passes)]
@@ -424,7 +418,7 @@ class BitplaneEncoder:
 
     def encode(self, spec: LayerSpec) -> bytes:
         _, h, w = self.q.shape
-        intra_pass_kind(spec.index, self.top)
+        pass_kind(spec.index, self.top)
         area = np.ones((h, w), bool) if spec.region is None else spec.region.clip(w, h).mask(w, h)
         if np.any(area & (self.passes < spec.index)):
             raise CodecError(f"pass {spec.index} requested before earlier passes of its region")
@@ -450,7 +444,7 @@ class BitplaneDecoder:
 
     @property
     def total_passes(self) -> int:
-        return num_intra_passes(self.top)
+        return num_passes(self.top)
 
     @property
     def coarse_passes(self) -> np.ndarray:
@@ -459,7 +453,7 @@ class BitplaneDecoder:
 
     def apply(self, spec: LayerSpec, data: bytes) -> None:
         _, h, w = self.q.shape
-        intra_pass_kind(spec.index, self.top)
+        pass_kind(spec.index, self.top)
         area = np.ones((h, w), bool) if spec.region is None else spec.region.clip(w, h).mask(w, h)
         if np.any(area & (self.passes < spec.index)):
             raise CodecError(f"layer for pass {spec.index} arrived before earlier passes")

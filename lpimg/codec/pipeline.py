@@ -62,7 +62,7 @@ class StreamHeader:
 
     ``condition`` is None for an intra stream, whose 3T+2 passes split every significance pass
     in two phases (spec/PROTOCOL.md 10). A conditional stream's first layer (pass 0) is its
-    tile-mode map and pass j+1 is coarse bitplane pass j: 2T+2 passes.
+    tile-mode map and pass j+1 is the same pass j: 3T+3 passes.
     """
 
     model_id: int

@@ -29,7 +29,7 @@ transform exactly as for an intra picture and nothing more):
   coded with integer counts in the context of the left and upper tiles.
 - layer j + 1: bitplane pass j over the positions whose counter is j (skipped tiles start where
   the reference's knowledge puts them), with :class:`ResidualTables` probabilities. The passes are
-  the intra stream's (:func:`~lpimg.codec.bitplane.intra_pass_kind`): every significance pass in
+  the intra stream's (:func:`~lpimg.codec.bitplane.pass_kind`): every significance pass in
   two checkerboard phases, the second seeing the first's results, so a server can stop a
   conditional picture at half a plane as it can an intra one. Pass counters count these passes;
   what a position knows is their coarse count (:func:`~lpimg.codec.bitplane.coarse_passes`), and
@@ -72,10 +72,10 @@ from lpimg.codec.bitplane import (
     _PassCoder,
     _words_to_bytes,
     coarse_passes,
-    intra_pass_kind,
-    intra_passes_covering,
-    num_intra_passes,
+    num_coarse_passes,
     num_passes,
+    pass_kind,
+    passes_covering,
     replay_passes,
     sig_plane_of,
     top_plane,
@@ -193,7 +193,7 @@ class ReferenceState:
                              f"{self.width}x{self.height} picture")
         if not 0 <= self.top <= NUM_PLANES - 1:
             raise CodecError(f"reference top plane {self.top} out of range")
-        if (passes < 0).any() or (passes > num_passes(self.top)).any() or (np.abs(q) > QMAX).any():
+        if (passes < 0).any() or (passes > num_coarse_passes(self.top)).any() or (np.abs(q) > QMAX).any():
             raise CodecError("reference state holds out-of-range values")
         q.setflags(write=False)
         passes.setflags(write=False)
@@ -475,7 +475,7 @@ class ConditionalPlan:
     modes: np.ndarray  # uint8 (TH, TW)
     top: int
     initial_q: np.ndarray  # int32 (C, H, W): partial latents known before layer 1
-    initial_passes: np.ndarray  # int32 (H, W): pass counters (intra pass layout) before layer 1
+    initial_passes: np.ndarray  # int32 (H, W): pass counters before layer 1 (not coarse ones)
     clipped: int = 0  # latents of SKIP tiles moved (by <= tolerance) into the reference's interval
 
 
@@ -489,7 +489,7 @@ def initial_state(
     """
     _, h, w = reference.shape
     skip = expand_tiles(modes == SKIP, tile, h, w)
-    covering = np.array([intra_passes_covering(c, top) for c in range(num_passes(top) + 1)], np.int32)
+    covering = np.array([passes_covering(c, top) for c in range(num_coarse_passes(top) + 1)], np.int32)
     coarse = convert_passes(reference.passes, reference.top, top)
     passes = np.where(skip, covering[coarse], 0).astype(np.int32)
     q = np.where(skip[None], reference.q, 0).astype(np.int32)
@@ -674,20 +674,20 @@ class ConditionalEncoder:
     def default_layers(self) -> list[LayerSpec]:
         """The mode map, then every whole-picture pass that codes at least one position."""
         start = int(self.plan.initial_passes.min())
-        return [LayerSpec(0)] + [LayerSpec(j + 1) for j in range(start, num_intra_passes(self.top))]
+        return [LayerSpec(0)] + [LayerSpec(j + 1) for j in range(start, num_passes(self.top))]
 
     def refine_specs(self, region: Region, target_passes: int) -> list[LayerSpec]:
         """Layers bringing ``region`` to ``target_passes`` (counted as in the header, mode map included)."""
         _, h, w = self.q.shape
         region = region.clip(w, h)
-        target = min(target_passes - 1, num_intra_passes(self.top))
+        target = min(target_passes - 1, num_passes(self.top))
         sub = self.passes[region.y:region.y + region.h, region.x:region.x + region.w]
         return [LayerSpec(j + 1, region) for j in range(int(sub.min()), target)]
 
     def decisions(self, spec: LayerSpec) -> list[Decisions]:
         """Run one bitplane pass (index as in the bitplane coder) and advance the counters."""
         _, h, w = self.q.shape
-        kind, plane = intra_pass_kind(spec.index, self.top)
+        kind, plane = pass_kind(spec.index, self.top)
         area = _area(spec, h, w)
         if np.any(area & (self.passes < spec.index)):
             raise CodecError(f"pass {spec.index} requested before earlier passes of its region")
@@ -732,7 +732,7 @@ class ConditionalEncoder:
         _, h, w = self.q.shape
         passes = coarse_passes(
             replay_passes([LayerSpec(s.index - 1, s.region) for s in specs[1:]], (h, w),
-                          num_intra_passes(self.top), self.plan.initial_passes), self.top)
+                          num_passes(self.top), self.plan.initial_passes), self.top)
         lo, hi = known_interval(torch.from_numpy(self.q.astype(np.int64)),
                                 torch.from_numpy(passes.astype(np.int64))[None], self.top)
         return merge_states(self.codec.model_id, self.header.width, self.header.height, self.top,
@@ -797,9 +797,9 @@ class ConditionalDecoder:
 
     def _apply_pass(self, spec: LayerSpec, data: bytes) -> None:
         _, h, w = self.q.shape
-        if not 0 <= spec.index < num_intra_passes(self.top):
+        if not 0 <= spec.index < num_passes(self.top):
             raise CodecError(f"layer {spec.index + 1} does not exist in this stream")
-        kind, plane = intra_pass_kind(spec.index, self.top)
+        kind, plane = pass_kind(spec.index, self.top)
         area = _area(spec, h, w)
         if np.any(area & (self.passes < spec.index)):
             raise CodecError(f"layer for pass {spec.index} arrived before earlier passes")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lpimg.codec.bitplane import LayerSpec, num_passes, top_plane
+from lpimg.codec.bitplane import LayerSpec, num_coarse_passes, top_plane
 from lpimg.codec.pipeline import LearnedCodec
 from lpimg.codec.reference import (
     DEFAULT_TILE,
@@ -135,7 +135,7 @@ class ResidualCounter:
     def add(self, q_ref: np.ndarray, q_new: np.ndarray, ref_passes: int, width: int,
             height: int) -> None:
         top = top_plane(q_ref)
-        passes = np.full(q_ref.shape[1:], min(ref_passes, num_passes(top)), dtype=np.int64)
+        passes = np.full(q_ref.shape[1:], min(ref_passes, num_coarse_passes(top)), dtype=np.int64)
         reference = ReferenceState.from_latents(self.codec.model_id, q_ref, width, height, top, passes)
         enc = ConditionalEncoder.from_latents(self.codec, q_new, width, height, reference,
                                               tables=self.provisional, tolerance=self.tolerance)

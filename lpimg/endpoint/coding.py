@@ -221,7 +221,7 @@ def encoder_from_latents(
     """Rebuild a device's encoder after a reboot: its latents, with the pass counters advanced
     by every layer already produced (so refinements continue where they left off). A picture
     coded against ``reference`` needs that same reference back."""
-    from lpimg.codec.bitplane import num_intra_passes, replay_passes
+    from lpimg.codec.bitplane import num_passes, replay_passes
     from lpimg.codec.pipeline import ImageEncoder
 
     if reference is not None:
@@ -231,7 +231,7 @@ def encoder_from_latents(
                                                       width, height, reference)
         _, h, w = conditional.q.shape
         bitplane_specs = [LayerSpec(spec.index - 1, spec.region) for spec in specs if spec.index > 0]
-        conditional.passes = replay_passes(bitplane_specs, (h, w), num_intra_passes(conditional.top),
+        conditional.passes = replay_passes(bitplane_specs, (h, w), num_passes(conditional.top),
                                            conditional.plan.initial_passes)
         return conditional
     encoder = ImageEncoder(codec, np.asarray(latents, dtype=np.int32), width, height)
