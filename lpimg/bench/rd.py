@@ -34,12 +34,17 @@ def _images(folder: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
 
 
 _KIND_ORDER = ("siga", "sigb", "ref")
-NAMES: dict[tuple[int, int], str] = {}  # pass label -> its name (sig5a, ref5): the same for every image
+
+
+def _label_name(label: tuple[int, int]) -> str:
+    """(plane, kind index) -> the pass's name (sig5a, sig5b, ref5), as ``pass_name`` spells it."""
+    plane, kind = label
+    return f"ref{plane}" if _KIND_ORDER[kind] == "ref" else f"sig{plane}{_KIND_ORDER[kind][-1]}"
 
 
 def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: ANN001
     """Per absolute pass label: list of (bytes, psnr, msssim); plus timings and strips."""
-    from lpimg.codec.bitplane import pass_kind, pass_name
+    from lpimg.codec.bitplane import pass_kind
 
     points: dict[tuple[int, int], list[tuple[str, int, float, float]]] = defaultdict(list)
     times = {"encode_s": [], "decode_s": []}
@@ -62,7 +67,6 @@ def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: 
             # label: (plane, 0 phase A / 1 phase B / 2 refinement) sorts coarse to fine as
             # (-plane, kind)
             label = (plane, _KIND_ORDER.index(kind))
-            NAMES[label] = pass_name(spec.index, enc.header.top_plane)
             points[label].append(
                 (name, total, psnr(rec, img), msssim(rec, img)))
             strip.append((total, rec))
@@ -116,7 +120,7 @@ def run(folder: str, model: str = DEFAULT_MODEL, limit: int | None = None,
         if len(vals) != n:
             continue
         lp_rows.append({
-            "pass": NAMES[(plane, kind)],
+            "pass": _label_name((plane, kind)),
             "bpp": float(np.mean([8 * v[1] / pixels[v[0]] for v in vals])),
             "psnr": float(np.mean([v[2] for v in vals])),
             "msssim": float(np.mean([v[3] for v in vals])),

@@ -1,0 +1,52 @@
+"""``lpimg bench rd`` on two small pictures: every layer boundary named in pass order, rates that
+grow with every layer, baselines and BD-rates where the curves overlap, and the plot."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from lpimg.bench import rd
+from lpimg.cli import main
+from lpimg.codec.bitplane import num_passes, pass_name
+
+
+def _pictures(folder) -> None:  # noqa: ANN001
+    folder.mkdir()
+    yy, xx = np.mgrid[0:96, 0:128]
+    for i in range(2):
+        rng = np.random.default_rng(i)
+        img = np.stack([120 + 90 * np.sin(xx / (7 + i) + yy / 11), 100 + 60 * np.cos(yy / 5),
+                        140 + 50 * np.sin(xx / 13)], axis=2) + rng.normal(0, 6, (96, 128, 3))
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"p{i}.png")
+
+
+def test_rd_names_every_boundary_and_rates_grow(tmp_path):
+    _pictures(tmp_path / "imgs")
+    result = rd.run(str(tmp_path / "imgs"), show_progress=False, baselines=False)
+    rows = result["lpimg"]
+    assert result["images"] == 2 and "bd_rate_percent" not in result
+    # the labels all images share, coarse to fine, spelled as pass_name spells them
+    top = 6
+    names = [pass_name(i, top) for i in range(num_passes(top))]
+    assert [r["pass"] for r in rows] == [n for n in names if n in {r["pass"] for r in rows}]
+    assert len(rows) >= 5
+    bpps = [r["bpp"] for r in rows]
+    assert bpps == sorted(bpps) and bpps[0] > 0
+    assert rows[-1]["psnr"] > rows[0]["psnr"] + 5
+    assert result["layer_boundaries_in_0.05_0.5_bpp"] == sum(0.05 <= b <= 0.5 for b in bpps)
+
+
+def test_rd_cli_writes_json_with_baselines_and_a_plot(tmp_path, capsys):
+    _pictures(tmp_path / "imgs")
+    plot = tmp_path / "rd.png"
+    assert main(["bench", "rd", "--images", str(tmp_path / "imgs"), "--json", "--plot", str(plot)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["baselines"]) == {"JPEG", "WebP", "JPEG2000", "AVIF"}
+    for name, bd in out["bd_rate_percent"].items():
+        assert name in out["baselines"]
+        assert set(bd) == {"msssim", "psnr"}
+    assert any(bd["msssim"] is not None for bd in out["bd_rate_percent"].values())
+    assert plot.stat().st_size > 10_000 and Image.open(plot).size[0] > 500
