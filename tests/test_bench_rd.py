@@ -39,7 +39,8 @@ def test_rd_names_every_boundary_and_rates_grow(tmp_path):
     assert result["layer_boundaries_in_0.05_0.5_bpp"] == sum(0.05 <= b <= 0.5 for b in bpps)
 
 
-def test_rd_cli_writes_json_with_baselines_and_a_plot(tmp_path, capsys):
+def test_rd_cli_writes_json_with_baselines_and_a_plot(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LPIMG_CACHE_DIR", str(tmp_path / "cache"))
     _pictures(tmp_path / "imgs")
     plot = tmp_path / "rd.png"
     assert main(["bench", "rd", "--images", str(tmp_path / "imgs"), "--json", "--plot", str(plot)]) == 0
@@ -50,3 +51,29 @@ def test_rd_cli_writes_json_with_baselines_and_a_plot(tmp_path, capsys):
         assert set(bd) == {"msssim", "psnr"}
     assert any(bd["msssim"] is not None for bd in out["bd_rate_percent"].values())
     assert plot.stat().st_size > 10_000 and Image.open(plot).size[0] > 500
+
+
+def test_baselines_are_cached_per_picture_set(tmp_path, monkeypatch):
+    """A second run on the same pictures reuses the baselines' points; other pictures (or
+    --no-cache) measure again; an unreadable cache entry is measured again, not trusted."""
+    monkeypatch.setenv("LPIMG_CACHE_DIR", str(tmp_path / "cache"))
+    _pictures(tmp_path / "imgs")
+    calls = []
+    real = rd.measure_baselines
+
+    def counting(images, progress):  # noqa: ANN001, ANN202
+        calls.append(len(images))
+        return real(images, progress)
+
+    monkeypatch.setattr(rd, "measure_baselines", counting)
+    first = rd.run(str(tmp_path / "imgs"), show_progress=False, limit=1)
+    again = rd.run(str(tmp_path / "imgs"), show_progress=False, limit=1)
+    assert (first["baselines_cache"], again["baselines_cache"]) == ("miss", "hit")
+    assert again["baselines"] == first["baselines"] and calls == [1]
+    assert rd.run(str(tmp_path / "imgs"), show_progress=False, limit=2)["baselines_cache"] == "miss"
+    assert rd.run(str(tmp_path / "imgs"), show_progress=False, limit=1,
+                  use_cache=False)["baselines_cache"] == "off"
+    for entry in (tmp_path / "cache" / "rd-baselines").glob("*.json"):
+        entry.write_text("{truncated")
+    assert rd.run(str(tmp_path / "imgs"), show_progress=False, limit=1)["baselines_cache"] == "miss"
+    assert calls == [1, 2, 1, 1]

@@ -93,12 +93,61 @@ def measure_baselines(images, progress) -> dict[str, list[dict]]:  # noqa: ANN00
     return results
 
 
+def baseline_cache_key(images: list[tuple[str, np.ndarray]]) -> str:
+    """What the baseline points depend on: the pictures, Pillow, the codecs' settings and the
+    metrics (the source of the two modules that define them). Any change is a new key."""
+    import hashlib
+
+    import PIL
+
+    from lpimg.bench import baselines as baselines_module
+    from lpimg.bench import metrics as metrics_module
+
+    h = hashlib.sha256(b"lpimg-rd-baselines-v1")
+    h.update(PIL.__version__.encode())
+    for module in (baselines_module, metrics_module):
+        h.update(Path(module.__file__).read_bytes())
+    for name, img in images:
+        h.update(name.encode())
+        h.update(np.asarray(img.shape, np.int64).tobytes())
+        h.update(np.ascontiguousarray(img).tobytes())
+    return h.hexdigest()[:24]
+
+
+def cache_dir() -> Path:
+    import os
+
+    root = os.environ.get("LPIMG_CACHE_DIR") or Path.home() / ".cache" / "lpimg"
+    return Path(root) / "rd-baselines"
+
+
+def cached_baselines(images, progress, use_cache: bool = True) -> tuple[dict, str]:  # noqa: ANN001
+    """The baselines' points, and "hit", "miss" or "off". They do not depend on lpimg's model,
+    so comparing models need not re-encode the 24 pictures 40 times (most of the run's time)."""
+    if not use_cache:
+        return measure_baselines(images, progress), "off"
+    path = cache_dir() / f"{baseline_cache_key(images)}.json"
+    try:
+        return json.loads(path.read_text()), "hit"
+    except (OSError, ValueError):
+        pass
+    result = measure_baselines(images, progress)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only home: measured, just not kept
+    return result, "miss"
+
+
 def _in_range(rows: list[dict]) -> list[dict]:
     return [r for r in rows if BD_RANGE[0] <= r["bpp"] <= BD_RANGE[1]]
 
 
 def run(folder: str, model: str = DEFAULT_MODEL, limit: int | None = None,
-        show_progress: bool = True, baselines: bool = True) -> dict:
+        show_progress: bool = True, baselines: bool = True, use_cache: bool = True) -> dict:
     from lpimg.codec.pipeline import LearnedCodec
 
     def progress(items, desc):  # noqa: ANN001, ANN202
@@ -135,8 +184,9 @@ def run(folder: str, model: str = DEFAULT_MODEL, limit: int | None = None,
         "layer_boundaries_in_0.05_0.5_bpp": sum(1 for r in lp_rows if 0.05 <= r["bpp"] <= 0.5),
     }
     if baselines:
-        base = measure_baselines(images, progress)
+        base, cache = cached_baselines(images, progress, use_cache)
         result["baselines"] = base
+        result["baselines_cache"] = cache
         bd = {}
         lp = _in_range(lp_rows)
         for name, rows in base.items():
@@ -200,6 +250,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--no-cache", action="store_true",
+                   help="measure the baselines again even if this machine has them for these pictures "
+                        "(cache: $LPIMG_CACHE_DIR or ~/.cache/lpimg)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", help="write the RD plot and a reconstruction strip here (PNG)")
     p.add_argument("--strip-image", default="kodim23.png")
@@ -210,7 +263,7 @@ def _cmd(args: argparse.Namespace) -> int:
     import sys
 
     result = run(args.images, args.model, args.limit, show_progress=sys.stderr.isatty(),
-                 baselines=not args.no_baselines)
+                 baselines=not args.no_baselines, use_cache=not args.no_cache)
     if args.plot:
         plot(result, args.plot, args.strip_image)
     result.pop("_strips")
