@@ -797,8 +797,6 @@ class ConditionalDecoder:
 
     def _apply_pass(self, spec: LayerSpec, data: bytes) -> None:
         _, h, w = self.q.shape
-        if not 0 <= spec.index < num_passes(self.top):
-            raise CodecError(f"layer {spec.index + 1} does not exist in this stream")
         kind, plane = pass_kind(spec.index, self.top)
         area = _area(spec, h, w)
         if np.any(area & (self.passes < spec.index)):
