@@ -77,3 +77,21 @@ def test_baselines_are_cached_per_picture_set(tmp_path, monkeypatch):
         entry.write_text("{truncated")
     assert rd.run(str(tmp_path / "imgs"), show_progress=False, limit=1)["baselines_cache"] == "miss"
     assert calls == [1, 2, 1, 1]
+
+
+def test_versus_another_model_gives_its_bd_rate(tmp_path):
+    """--versus measures other lpimg models on the same pictures: against itself a model's
+    BD-rate is 0; a model that does not exist fails before any picture is coded."""
+    import pytest
+
+    from lpimg.codec.shipped import DEFAULT_MODEL
+    from lpimg.errors import LpimgError
+
+    _pictures(tmp_path / "imgs")
+    result = rd.run(str(tmp_path / "imgs"), show_progress=False, baselines=False,
+                    versus=[DEFAULT_MODEL])
+    (name, other), = result["versus"].items()
+    assert name.startswith(DEFAULT_MODEL) and other["lpimg"] == result["lpimg"]
+    assert abs(other["bd_rate_percent"]["msssim"]) < 1e-6 and abs(other["bd_rate_percent"]["psnr"]) < 1e-6
+    with pytest.raises(LpimgError):
+        rd.run(str(tmp_path / "imgs"), show_progress=False, baselines=False, versus=["no-such-model"])

@@ -146,8 +146,41 @@ def _in_range(rows: list[dict]) -> list[dict]:
     return [r for r in rows if BD_RANGE[0] <= r["bpp"] <= BD_RANGE[1]]
 
 
+def _bd(rows_a: list[dict], rows_b: list[dict]) -> dict[str, float | None]:
+    """BD-rates (MS-SSIM in dB, PSNR) of curve A against curve B over BD_RANGE."""
+    a, b = _in_range(rows_a), _in_range(rows_b)
+    return {
+        "msssim": bd_rate([r["bpp"] for r in a], [msssim_db(r["msssim"]) for r in a],
+                          [r["bpp"] for r in b], [msssim_db(r["msssim"]) for r in b]),
+        "psnr": bd_rate([r["bpp"] for r in a], [r["psnr"] for r in a],
+                        [r["bpp"] for r in b], [r["psnr"] for r in b]),
+    }
+
+
+def lpimg_rows(points: dict, images: list[tuple[str, np.ndarray]]) -> list[dict]:
+    """Mean bpp, PSNR and MS-SSIM per absolute pass, coarse to fine."""
+    n = len(images)
+    pixels = {name: img.shape[0] * img.shape[1] for name, img in images}
+    rows = []
+    for (plane, kind), vals in sorted(points.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        # images whose top plane is below this pass contribute their empty prefix: skip the
+        # label unless every image has it, so means are over the same set of images
+        if len(vals) != n:
+            continue
+        rows.append({
+            "pass": _label_name((plane, kind)),
+            "bpp": float(np.mean([8 * v[1] / pixels[v[0]] for v in vals])),
+            "psnr": float(np.mean([v[2] for v in vals])),
+            "msssim": float(np.mean([v[3] for v in vals])),
+        })
+    return rows
+
+
 def run(folder: str, model: str = DEFAULT_MODEL, limit: int | None = None,
-        show_progress: bool = True, baselines: bool = True, use_cache: bool = True) -> dict:
+        show_progress: bool = True, baselines: bool = True, use_cache: bool = True,
+        versus: list[str] | None = None) -> dict:
+    """``versus``: other lpimg models (names or weights files) to measure on the same pictures
+    and give BD-rates against (is a new model better than the shipped one?)."""
     from lpimg.codec.pipeline import LearnedCodec
 
     def progress(items, desc):  # noqa: ANN001, ANN202
@@ -158,22 +191,11 @@ def run(folder: str, model: str = DEFAULT_MODEL, limit: int | None = None,
         return tqdm(items, desc=desc, leave=False)
 
     codec = LearnedCodec.load(model)
+    others = [LearnedCodec.load(m) for m in versus or []]  # a bad name fails before any work
     images = _images(folder, limit)
-    points, times, strips = measure_lpimg(codec, images, progress)
     n = len(images)
-    pixels = {name: img.shape[0] * img.shape[1] for name, img in images}
-    lp_rows = []
-    for (plane, kind), vals in sorted(points.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
-        # images whose top plane is below this pass contribute their empty prefix: skip the
-        # label unless every image has it, so means are over the same set of images
-        if len(vals) != n:
-            continue
-        lp_rows.append({
-            "pass": _label_name((plane, kind)),
-            "bpp": float(np.mean([8 * v[1] / pixels[v[0]] for v in vals])),
-            "psnr": float(np.mean([v[2] for v in vals])),
-            "msssim": float(np.mean([v[3] for v in vals])),
-        })
+    points, times, strips = measure_lpimg(codec, images, progress)
+    lp_rows = lpimg_rows(points, images)
     result: dict = {
         "images": n, "folder": str(folder), "model": codec.name,
         "model_id": f"{codec.model_id:#06x}",
@@ -187,18 +209,13 @@ def run(folder: str, model: str = DEFAULT_MODEL, limit: int | None = None,
         base, cache = cached_baselines(images, progress, use_cache)
         result["baselines"] = base
         result["baselines_cache"] = cache
-        bd = {}
-        lp = _in_range(lp_rows)
-        for name, rows in base.items():
-            rows_in = _in_range(rows)
-            bd[name] = {
-                "msssim": bd_rate([r["bpp"] for r in lp], [msssim_db(r["msssim"]) for r in lp],
-                                  [r["bpp"] for r in rows_in],
-                                  [msssim_db(r["msssim"]) for r in rows_in]),
-                "psnr": bd_rate([r["bpp"] for r in lp], [r["psnr"] for r in lp],
-                                [r["bpp"] for r in rows_in], [r["psnr"] for r in rows_in]),
-            }
-        result["bd_rate_percent"] = bd
+        result["bd_rate_percent"] = {name: _bd(lp_rows, rows) for name, rows in base.items()}
+    if others:
+        result["versus"] = {}
+        for other in others:
+            rows = lpimg_rows(measure_lpimg(other, images, progress)[0], images)
+            result["versus"][f"{other.name} {other.model_id:#06x}"] = {
+                "lpimg": rows, "bd_rate_percent": _bd(lp_rows, rows)}
     result["_strips"] = strips
     return result
 
@@ -256,6 +273,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", help="write the RD plot and a reconstruction strip here (PNG)")
     p.add_argument("--strip-image", default="kodim23.png")
+    p.add_argument("--versus", nargs="+", metavar="MODEL",
+                   help="other lpimg models (names or weights files): BD-rates of --model against them")
     p.set_defaults(func=_cmd)
 
 
@@ -263,7 +282,7 @@ def _cmd(args: argparse.Namespace) -> int:
     import sys
 
     result = run(args.images, args.model, args.limit, show_progress=sys.stderr.isatty(),
-                 baselines=not args.no_baselines, use_cache=not args.no_cache)
+                 baselines=not args.no_baselines, use_cache=not args.no_cache, versus=args.versus)
     if args.plot:
         plot(result, args.plot, args.strip_image)
     result.pop("_strips")
@@ -277,9 +296,12 @@ def _cmd(args: argparse.Namespace) -> int:
     for name, rows in result.get("baselines", {}).items():
         for r in rows:
             print(f"{name:<10} {r['setting']:<9} {r['bpp']:>7.3f} {r['psnr']:>7.2f} {r['msssim']:>8.4f}")
+    fmt = lambda v: "n/a" if v is None else f"{v:+.1f} %"  # noqa: E731
     for name, bd in result.get("bd_rate_percent", {}).items():
-        fmt = lambda v: "n/a" if v is None else f"{v:+.1f} %"  # noqa: E731
         print(f"BD-rate vs {name:<9} MS-SSIM {fmt(bd['msssim'])}  PSNR {fmt(bd['psnr'])}")
+    for name, other in result.get("versus", {}).items():
+        bd = other["bd_rate_percent"]
+        print(f"BD-rate vs lpimg {name}: MS-SSIM {fmt(bd['msssim'])}  PSNR {fmt(bd['psnr'])}")
     t = result["lpimg_timing"]
     print(f"encode {t['encode_s_mean']:.3f} s, decode {t['decode_s_mean']:.3f} s per "
           f"{t['image_size']} image")
