@@ -36,12 +36,6 @@ def _images(folder: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
 _KIND_ORDER = ("siga", "sigb", "ref")
 
 
-def _label_name(label: tuple[int, int]) -> str:
-    """(plane, kind index) -> the pass's name (sig5a, sig5b, ref5), as ``pass_name`` spells it."""
-    plane, kind = label
-    return f"ref{plane}" if _KIND_ORDER[kind] == "ref" else f"sig{plane}{_KIND_ORDER[kind][-1]}"
-
-
 def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: ANN001
     """Per absolute pass label: list of (bytes, psnr, msssim); plus timings and strips."""
     from lpimg.codec.bitplane import pass_kind
@@ -66,8 +60,7 @@ def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: 
             kind, plane = pass_kind(spec.index, enc.header.top_plane)
             # label: (plane, 0 phase A / 1 phase B / 2 refinement) sorts coarse to fine as
             # (-plane, kind)
-            label = (plane, _KIND_ORDER.index(kind))
-            points[label].append(
+            points[(plane, _KIND_ORDER.index(kind))].append(
                 (name, total, psnr(rec, img), msssim(rec, img)))
             strip.append((total, rec))
         times["decode_s"].append(last)  # the full decode: one reconstruction of all layers
@@ -159,6 +152,8 @@ def _bd(rows_a: list[dict], rows_b: list[dict]) -> dict[str, float | None]:
 
 def lpimg_rows(points: dict, images: list[tuple[str, np.ndarray]]) -> list[dict]:
     """Mean bpp, PSNR and MS-SSIM per absolute pass, coarse to fine."""
+    from lpimg.codec.bitplane import kind_name
+
     n = len(images)
     pixels = {name: img.shape[0] * img.shape[1] for name, img in images}
     rows = []
@@ -168,7 +163,7 @@ def lpimg_rows(points: dict, images: list[tuple[str, np.ndarray]]) -> list[dict]
         if len(vals) != n:
             continue
         rows.append({
-            "pass": _label_name((plane, kind)),
+            "pass": kind_name(_KIND_ORDER[kind], plane),
             "bpp": float(np.mean([8 * v[1] / pixels[v[0]] for v in vals])),
             "psnr": float(np.mean([v[2] for v in vals])),
             "msssim": float(np.mean([v[3] for v in vals])),

@@ -114,7 +114,11 @@ def num_passes(top: int) -> int:
 
 def pass_name(index: int, top: int) -> str:
     """Short name of a pass: ``sig5a``, ``sig5b``, ``ref5``."""
-    kind, plane = pass_kind(index, top)
+    return kind_name(*pass_kind(index, top))
+
+
+def kind_name(kind: str, plane: int) -> str:
+    """The name of the pass of ``kind`` at ``plane``, the same in every stream whatever its top."""
     return f"ref{plane}" if kind == "ref" else f"sig{plane}{kind[-1]}"
 
 
