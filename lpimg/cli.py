@@ -36,7 +36,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model=ModelConfig(dec_spread=args.decoder_spread).to_dict(),
     )
     final = train(cfg, resume=args.resume, progress=not args.quiet, max_minutes=args.max_minutes,
-                  stop_at=args.stop_at)
+                  stop_at=args.stop_at, device=args.device)
     if final.name == "checkpoint.pt":
         print(f"stopped early; continue with --resume (checkpoint {final})")
     else:
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the synthesis also sees how precisely each latent is known")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu",
+                   help="where the steps run: cpu or cuda (not part of the run: --resume may move it)")
     p.add_argument("--checkpoint-every", type=int, default=1000)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--max-minutes", type=float, default=None,

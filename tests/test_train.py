@@ -178,3 +178,31 @@ def test_decoder_spread_grows_from_weights_without_it(data_dir, tmp_path):
                                 model=dict(spread_model, latent_channels=6))
     with pytest.raises(CodecError, match="init-from"):
         train(other, progress=False)
+
+
+def test_training_device_is_checked_before_any_work(data_dir, tmp_path):
+    with pytest.raises(CodecError, match="cpu or cuda"):
+        train(config(data_dir, tmp_path / "a"), progress=False, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(CodecError, match="no CUDA GPU"):
+            train(config(data_dir, tmp_path / "b"), progress=False, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_run_moves_between_gpu_and_cpu_on_resume(data_dir, tmp_path):
+    """A checkpoint written on a GPU resumes on the CPU, and the finished weights load anywhere."""
+    train(config(data_dir, tmp_path / "a"), progress=False, stop_at=2, device="cuda")
+    final = train(config(data_dir, tmp_path / "a"), resume=True, progress=False, device="cpu")
+    straight = load_trained_model(train(config(data_dir, tmp_path / "b"), progress=False))
+    moved = load_trained_model(final)
+    for (k, a), (_, b) in zip(straight.state_dict().items(), moved.state_dict().items(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-3), k
+
+
+def test_resume_builds_the_runs_architecture_not_the_command_lines(data_dir, tmp_path):
+    """`--resume` without `--decoder-spread` continues a run that has it (lpimg-b9 once failed so)."""
+    grown = config(data_dir, tmp_path / "a")
+    grown.model = ModelConfig(**{**ModelConfig.from_dict(TINY).to_dict(), "dec_spread": True}).to_dict()
+    train(grown, progress=False, stop_at=2)
+    final = train(config(data_dir, tmp_path / "a"), resume=True, progress=False)
+    assert load_trained_model(final).cfg.dec_spread

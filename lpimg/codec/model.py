@@ -202,7 +202,7 @@ class FactorizedDensity(nn.Module):
     def pmf_table(self, qmax: int = LATENT_QMAX) -> torch.Tensor:
         """(C, 2*qmax+1) probabilities of the integers -qmax..qmax."""
         c = self.matrices[0].shape[0]
-        v = torch.arange(-qmax, qmax + 1, dtype=torch.float32)
+        v = torch.arange(-qmax, qmax + 1, dtype=torch.float32, device=self.matrices[0].device)
         v = v[None, None, :].expand(c, 1, -1)
         lower = self._logits_cdf(v - 0.5)
         upper = self._logits_cdf(v + 0.5)

@@ -142,23 +142,24 @@ def progressive_latents(
     With ``phase_share`` > 0, that share of the samples whose next pass is a significance pass
     also gets its phase A: the (x + y)-even latent positions know one coarse pass more.
     """
+    dev = y.device
     q = torch.clamp(torch.round(y.detach()), -LATENT_QMAX, LATENT_QMAX)
     top = top_planes(q)
     full = 2 * top + 1
-    drop = torch.from_numpy(rng.integers(0, span + 1, size=(y.shape[0], 1, 1, 1)))
+    drop = torch.from_numpy(rng.integers(0, span + 1, size=(y.shape[0], 1, 1, 1))).to(dev)
     passes = torch.clamp(full - drop, min=1)
     last = passes - 1  # index of the last pass kept -> its plane
     plane = torch.where(last == 0, top, top - torch.div(last + 1, 2, rounding_mode="floor")).to(y.dtype)
     if phase_share > 0:
         # coarse pass j >= 1 is a significance pass when j is odd; the next one is j = passes
-        half = torch.from_numpy(rng.random((y.shape[0], 1, 1, 1)) < phase_share)
+        half = torch.from_numpy(rng.random((y.shape[0], 1, 1, 1)) < phase_share).to(dev)
         half &= (passes < full) & (passes % 2 == 1)
         h, w = y.shape[2:]
-        even = torch.from_numpy(np.indices((h, w)).sum(0) % 2 == 0)[None, None]
+        even = torch.from_numpy(np.indices((h, w)).sum(0) % 2 == 0)[None, None].to(dev)
         passes = passes + (half & even).long()
         plane = torch.where(half, plane - 0.5, plane)  # half a plane finer: between the two slopes
     lo, hi = known_interval(q, passes, top)
-    channel = torch.arange(y.shape[1])[None, :, None, None].expand_as(q)
+    channel = torch.arange(y.shape[1], device=dev)[None, :, None, None].expand_as(q)
     y_hat = interval_expectation(pmf, lo, hi, channel).to(y.dtype)
     return Prefix(y + (y_hat - y).detach(), lo, hi, torch.pow(2.0, plane))
 
@@ -205,10 +206,12 @@ def load_checkpoint(run_dir: Path) -> dict:
 
     whole = run_dir / "checkpoint.pt"
     parts = sorted(run_dir.glob("checkpoint.pt.[0-9][0-9][0-9]"))
+    # map to the CPU: a run checkpointed on a GPU resumes anywhere (train moves it back)
     if whole.exists():
-        return torch.load(whole, weights_only=False)
+        return torch.load(whole, weights_only=False, map_location="cpu")
     if parts:
-        return torch.load(io.BytesIO(b"".join(p.read_bytes() for p in parts)), weights_only=False)
+        blob = io.BytesIO(b"".join(p.read_bytes() for p in parts))
+        return torch.load(blob, weights_only=False, map_location="cpu")
     raise CodecError(f"--resume given but {run_dir} holds no checkpoint.pt (nor packed parts)")
 
 
@@ -217,7 +220,7 @@ def _model_state(source: Path) -> dict:
     if source.is_dir():
         ck = load_checkpoint(source)
     elif source.exists():
-        ck = torch.load(source, weights_only=False)
+        ck = torch.load(source, weights_only=False, map_location="cpu")
     else:
         raise CodecError(f"--init-from {source}: no such run directory or checkpoint")
     state = ck.get("model", ck.get("state"))
@@ -232,24 +235,52 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _cpu_state(model: Codec) -> dict:
+    """Weights as CPU tensors: a checkpoint written on a GPU must load on a machine without one."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def export_weights(model: Codec, path: Path, meta: dict) -> None:
     """The shipped form: float32 analysis (int8 values are derived exactly), fp16 synthesis."""
     state = {}
-    for k, v in model.state_dict().items():
+    for k, v in _cpu_state(model).items():
         state[k] = v.half() if k.startswith("synthesis.") and v.is_floating_point() else v
     _save_atomic({"config": model.cfg.to_dict(), "state": state, "meta": meta}, path)
 
 
+def _training_device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise CodecError(f"--device {name}: training runs on cpu or cuda") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CodecError("--device cuda: this PyTorch sees no CUDA GPU")
+        torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its kernels once
+    elif dev.type != "cpu":
+        raise CodecError(f"--device {name}: training runs on cpu or cuda")
+    return dev
+
+
+def _uniform(rng: np.random.Generator, like: torch.Tensor) -> torch.Tensor:
+    """U(-0.5, 0.5) noise drawn from the run's numpy generator, so every device sees the same."""
+    noise = rng.uniform(-0.5, 0.5, size=tuple(like.shape)).astype(np.float32)
+    return torch.from_numpy(noise).to(like.device)
+
+
 def train(
     cfg: TrainConfig, resume: bool = False, progress: bool = True, *,
-    stop_at: int | None = None, max_minutes: float | None = None,
+    stop_at: int | None = None, max_minutes: float | None = None, device: str = "cpu",
 ) -> Path:
     """Run (or continue) the schedule of ``cfg``; returns the exported weights of the run.
 
     ``stop_at`` / ``max_minutes`` end this process early with a checkpoint, as a kill would,
     without touching the schedule: ``--resume`` later continues exactly where it stopped.
     Returns the checkpoint path when stopped early, the exported weights when finished.
+    ``device`` ("cpu", "cuda") is where the steps run, not part of the run's definition: a run
+    may move between machines on --resume (results then differ in float rounding only).
     """
+    dev = _training_device(device)
     torch.set_num_threads(cfg.threads)
     # the prefix rate evaluates the density far in its tails, where sigmoids and their gradients
     # underflow into denormal floats that are ~100x slower on x86: flush them to zero
@@ -257,11 +288,16 @@ def train(
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
+    ck = None
+    if resume:
+        # the schedule and the architecture belong to the run, not to today's command line
+        # (a resume without --decoder-spread must still build the model the run trained)
+        ck = load_checkpoint(out)
+        cfg = TrainConfig(**ck["train_config"])
     torch.manual_seed(cfg.seed)  # initial weights are part of the run's definition
     model = Codec(ModelConfig.from_dict(cfg.model))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start = 0
-    if cfg.init_from and not resume:
+    if cfg.init_from and ck is None:
         # a model may grow inputs its source lacked (they start at zero); anything else is a mismatch
         try:
             grown = model.load_state_dict(_model_state(Path(cfg.init_from)), strict=False)
@@ -273,12 +309,11 @@ def train(
             raise CodecError(
                 f"--init-from {cfg.init_from}: weights do not fit this architecture "
                 f"(missing {missing[:3]}, unexpected {grown.unexpected_keys[:3]})")
-    if resume:
-        ck = load_checkpoint(out)
-        saved = TrainConfig(**ck["train_config"])
-        if asdict(saved) != asdict(cfg):
-            cfg = saved  # the schedule belongs to the run, not to today's command line
+    if ck is not None:
         model.load_state_dict(ck["model"])
+    model.to(dev)  # before the optimizer exists, so its state follows the parameters
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if ck is not None:
         opt.load_state_dict(ck["optimizer"])
         start = ck["iteration"]
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -296,7 +331,7 @@ def train(
         if (stop_at is not None and it >= stop_at) or (
                 max_minutes is not None and time.time() - t0 > 60 * max_minutes):
             _save_atomic({
-                "train_config": asdict(cfg), "model": model.state_dict(),
+                "train_config": asdict(cfg), "model": _cpu_state(model),
                 "optimizer": opt.state_dict(), "iteration": it,
             }, ckpt_path)
             log.close()
@@ -308,7 +343,7 @@ def train(
         model.analysis.set_calibrating(it < int(cfg.calib_end * cfg.iterations))
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(it)
-        x = sample_batch(images, rng, cfg.batch, cfg.patch)
+        x = sample_batch(images, rng, cfg.batch, cfg.patch).to(dev)
         y = model.analysis(x)
         if cfg.clamp_latents:
             y = torch.clamp(y, -LATENT_QMAX, LATENT_QMAX)
@@ -321,8 +356,8 @@ def train(
         spread = (prefix.hi - prefix.lo).to(y.dtype)
         lmbda = cfg.lmbda / prefix.step.flatten()
         if cfg.noise_mix > 0:
-            relaxed = torch.from_numpy(rng.random(y.shape[0]) < cfg.noise_mix)
-            y_noisy = y + torch.from_numpy(rng.uniform(-0.5, 0.5, size=y.shape).astype(np.float32))
+            relaxed = torch.from_numpy(rng.random(y.shape[0]) < cfg.noise_mix).to(dev)
+            y_noisy = y + _uniform(rng, y)
             bpp_noisy = -torch.log2(model.density.likelihood(y_noisy)).flatten(1).sum(1) / pixels
             y_dec = torch.where(relaxed[:, None, None, None], y_noisy, y_dec)
             spread = torch.where(relaxed[:, None, None, None], torch.zeros_like(spread), spread)
@@ -344,7 +379,7 @@ def train(
                 green_magenta ** 2, dim=(1, 2))
         loss = torch.mean(lmbda * distortion + bpp_prefix)
         with torch.no_grad():
-            noise = torch.from_numpy(rng.uniform(-0.5, 0.5, size=y.shape).astype(np.float32))
+            noise = _uniform(rng, y)
             bpp = -torch.log2(model.density.likelihood(y + noise)).sum() / (x.shape[0] * pixels)
         mse, msssim = mse.mean(), msssim.mean()
         opt.zero_grad(set_to_none=True)
@@ -366,7 +401,7 @@ def train(
             log.write(json.dumps({"iteration": it + 1, "elapsed_s": time.time() - t0, **ema}) + "\n")
             log.flush()
             _save_atomic({
-                "train_config": asdict(cfg), "model": model.state_dict(),
+                "train_config": asdict(cfg), "model": _cpu_state(model),
                 "optimizer": opt.state_dict(), "iteration": it + 1,
             }, ckpt_path)
     if bar is not None:
