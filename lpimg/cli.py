@@ -35,6 +35,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         qat_start=args.qat_start, init_from=args.init_from,
         model=ModelConfig(dec_spread=args.decoder_spread).to_dict(),
     )
+    if args.fit_minutes is not None and not args.resume:
+        from lpimg.codec.train import plan_iterations
+
+        cfg.iterations, rate = plan_iterations(cfg, args.fit_minutes, device=args.device)
+        print(f"measured {rate:.2f} iterations/s on {args.device}: --iterations {cfg.iterations} "
+              f"fits {args.fit_minutes:g} minutes", flush=True)
     final = train(cfg, resume=args.resume, progress=not args.quiet, max_minutes=args.max_minutes,
                   stop_at=args.stop_at, device=args.device)
     if final.name == "checkpoint.pt":
@@ -241,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="checkpoint and stop after this long (the schedule is unchanged)")
+    p.add_argument("--fit-minutes", type=float, default=None,
+                   help="measure the step rate here (30 s) and set --iterations so that the whole "
+                   "schedule, decay included, ends within this many minutes")
     p.add_argument("--stop-at", type=int, default=None,
                    help="checkpoint and stop at this iteration (the schedule is unchanged)")
     p.add_argument("--quiet", action="store_true")

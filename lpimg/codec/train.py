@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -410,3 +411,23 @@ def train(
     final = out / "final.pt"
     export_weights(model, final, {"iterations": cfg.iterations, "train_config": asdict(cfg)})
     return final
+
+
+def plan_iterations(
+    cfg: TrainConfig, minutes: float, *, device: str = "cpu", probe_minutes: float = 0.5,
+) -> tuple[int, float]:
+    """The length of ``cfg``'s schedule that finishes within ``minutes`` here, and the step rate.
+
+    The schedule (warm-up, decay) is defined in iterations, so a run that must fit a time slot
+    (2.5 hours of this machine, a GPU lease of a few minutes) needs its iteration count chosen
+    from the rate measured on the machine itself: a run stopped before its decay is worse than
+    where it started. The probe runs the real steps (same model, batch, device) and is discarded.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = replace(cfg, out=tmp, iterations=10**9, checkpoint_every=10**9)
+        ckpt = train(probe, progress=False, max_minutes=probe_minutes, device=device)
+        done = torch.load(ckpt, weights_only=False, map_location="cpu")["iteration"]
+    rate = done / (60 * probe_minutes)
+    # 5 % spare for checkpoints and the machine's moods; whole checkpoint intervals
+    n = int(rate * 60 * minutes * 0.95) // cfg.checkpoint_every * cfg.checkpoint_every
+    return max(n, cfg.checkpoint_every), rate
