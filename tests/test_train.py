@@ -206,3 +206,14 @@ def test_resume_builds_the_runs_architecture_not_the_command_lines(data_dir, tmp
     train(grown, progress=False, stop_at=2)
     final = train(config(data_dir, tmp_path / "a"), resume=True, progress=False)
     assert load_trained_model(final).cfg.dec_spread
+
+
+def test_plan_iterations_sizes_the_schedule_from_the_measured_rate(data_dir, tmp_path):
+    from lpimg.codec.train import plan_iterations
+
+    cfg = config(data_dir, tmp_path / "a")
+    n_short, rate = plan_iterations(cfg, minutes=0.02, probe_minutes=0.03)
+    n_long, _ = plan_iterations(cfg, minutes=2, probe_minutes=0.03)
+    assert rate > 0 and n_short % cfg.checkpoint_every == 0 and n_short >= cfg.checkpoint_every
+    assert n_long > 20 * n_short
+    assert not (tmp_path / "a").exists()  # the probe leaves nothing in the run's directory
