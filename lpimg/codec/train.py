@@ -252,14 +252,14 @@ def export_weights(model: Codec, path: Path, meta: dict) -> None:
 def _training_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
-    except RuntimeError:
-        raise CodecError(f"--device {name}: training runs on cpu or cuda") from None
+    except RuntimeError:  # not a device name PyTorch knows
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise CodecError(f"--device {name}: training runs on cpu or cuda")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise CodecError("--device cuda: this PyTorch sees no CUDA GPU")
         torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its kernels once
-    elif dev.type != "cpu":
-        raise CodecError(f"--device {name}: training runs on cpu or cuda")
     return dev
 
 
