@@ -250,7 +250,7 @@ def plot(result: dict, path: str, strip_image: str | None = None) -> None:
         ax.imshow(rec)
         ax.set_title(f"{nbytes} B", fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"lpimg {result['model']}: {name} after successive layers (bottom)")
+    fig.suptitle(f"{result['model']} ({result['model_id']}): {name} after successive layers (bottom)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
