@@ -31,7 +31,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         patch=args.patch, lr=args.lr, lmbda=args.lmbda, seed=args.seed, threads=args.threads,
         checkpoint_every=args.checkpoint_every, mse_weight=args.mse_weight,
         clamp_latents=args.clamp_latents, noise_mix=args.noise_mix, chroma_weight=args.chroma_weight,
-        phase_prefixes=args.phase_prefixes,
+        phase_prefixes=args.phase_prefixes, first_prefixes=args.first_prefixes,
         qat_start=args.qat_start, init_from=args.init_from,
         model=ModelConfig(dec_spread=args.decoder_spread).to_dict(),
     )
@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra weight of the green-magenta error (colour fidelity)")
     p.add_argument("--phase-prefixes", type=float, default=0.0,
                    help="share of samples decoded half way through a significance pass (phase A)")
+    p.add_argument("--first-prefixes", type=float, default=0.0,
+                   help="share of samples decoded from the first layer or two alone (the previews)")
     p.add_argument("--qat-start", type=float, default=0.05,
                    help="fraction of the schedule trained in float before int8 fake quantization")
     p.add_argument("--init-from", default=None,

@@ -144,6 +144,34 @@ def test_phase_prefixes_give_the_checkerboard_half_one_more_pass():
     assert torch.equal(narrower.flatten(1).any(1), half)  # every half sample, and only they, narrowed
 
 
+def test_first_prefixes_train_the_first_layers_alone():
+    """--first-prefixes trains on what the first layer or two of a stream leave: the top plane's
+    significance known at the quarter (x, y even) or the checkerboard half, nothing elsewhere
+    (the interval of an unknown position spans every value below 2^(T+1))."""
+    from lpimg.codec.train import progressive_latents, top_planes
+
+    y = torch.randn(64, 4, 6, 6, generator=torch.Generator().manual_seed(1)) * 20
+    pmf = torch.ones(4, 255) / 255
+    plain = progressive_latents(y, pmf, np.random.default_rng(3), 11, 0.4)
+    mixed = progressive_latents(y, pmf, np.random.default_rng(3), 11, 0.4, 0.5)
+    q = torch.round(y)
+    top = top_planes(q)
+    unknown = (mixed.lo == 1 - 2 ** (top + 1)) & (mixed.hi == 2 ** (top + 1) - 1)
+    yy, xx = np.indices((6, 6))
+    quarter = torch.from_numpy((xx % 2 == 0) & (yy % 2 == 0))
+    half = torch.from_numpy((xx + yy) % 2 == 0)
+    first = unknown.flatten(1).any(1)
+    assert 10 < int(first.sum()) < 54 and not unknown[~first].any()
+    for i in torch.nonzero(first).flatten().tolist():
+        known = ~unknown[i].all(0)  # a position's channels are all known or all unknown
+        assert torch.equal(known, quarter) or torch.equal(known, half)
+        assert torch.equal(~unknown[i], known.expand(4, 6, 6))
+        step = 2 ** (top[i].item() + (0.75 if torch.equal(known, quarter) else 0.5))
+        assert abs(mixed.step[i].item() - step) < 1e-3
+    # the samples not drawn keep the prefix they would have had without the option
+    assert torch.equal(mixed.lo[~first], plain.lo[~first]) and torch.equal(mixed.hi[~first], plain.hi[~first])
+
+
 def test_decoder_spread_grows_from_weights_without_it(data_dir, tmp_path):
     """--decoder-spread adds an input to the synthesis that starts at zero: a model grown from a
     run without it renders exactly as its source did, then learns to use how precisely each

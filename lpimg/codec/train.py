@@ -63,6 +63,12 @@ class TrainConfig:
     # do (spec/PROTOCOL.md 10): a decoder trained on whole passes only renders those states
     # worse than the whole passes around them
     phase_prefixes: float = 0.0
+    # share of the samples decoded from a stream's first layer or two alone: the top plane's
+    # significance at the quarter positions (x and y even), or at the checkerboard half (the
+    # quarter and the x, y odd positions), nothing anywhere else. Those are the 500-byte
+    # previews (spec/PROTOCOL.md 10); without it no sample ever shows the synthesis a state with
+    # positions that know nothing at all
+    first_prefixes: float = 0.0
     # start from the weights of another run (a run directory, checkpoint or final.pt) with a fresh
     # optimizer and schedule: a later run can change the objective without repeating what an earlier
     # run already learned (lpimg-b3 starts from lpimg-b2's colours). Ignored on --resume.
@@ -137,11 +143,14 @@ class Prefix:
 
 def progressive_latents(
     y: torch.Tensor, pmf: torch.Tensor, rng: np.random.Generator, span: int, phase_share: float = 0.0,
+    first_share: float = 0.0,
 ) -> Prefix:
     """Round y, keep a random prefix of passes per sample, fill the rest with expectations.
 
     With ``phase_share`` > 0, that share of the samples whose next pass is a significance pass
-    also gets its phase A: the (x + y)-even latent positions know one coarse pass more.
+    also gets its phase A: the (x + y)-even latent positions know one coarse pass more. With
+    ``first_share`` > 0, that share of the samples is replaced by a stream's first layer (top
+    plane significance at x, y even) or first two (at x + y even), half of them each.
     """
     dev = y.device
     q = torch.clamp(torch.round(y.detach()), -LATENT_QMAX, LATENT_QMAX)
@@ -159,6 +168,16 @@ def progressive_latents(
         even = torch.from_numpy(np.indices((h, w)).sum(0) % 2 == 0)[None, None].to(dev)
         passes = passes + (half & even).long()
         plane = torch.where(half, plane - 0.5, plane)  # half a plane finer: between the two slopes
+    if first_share > 0:
+        first = torch.from_numpy(rng.random((y.shape[0], 1, 1, 1)) < first_share).to(dev)
+        quarter = torch.from_numpy(rng.random((y.shape[0], 1, 1, 1)) < 0.5).to(dev)
+        yy, xx = np.indices(y.shape[2:])
+        quarter_pos = torch.from_numpy((xx % 2 == 0) & (yy % 2 == 0))[None, None].to(dev)
+        half_pos = torch.from_numpy((xx + yy) % 2 == 0)[None, None].to(dev)
+        known = torch.where(quarter, quarter_pos, half_pos).long()
+        passes = torch.where(first, known, passes)
+        # coarser than the whole top plane: a quarter at 3/4, a half at 1/2 of a plane above it
+        plane = torch.where(first, top.to(y.dtype) + torch.where(quarter, 0.75, 0.5), plane)
     lo, hi = known_interval(q, passes, top)
     channel = torch.arange(y.shape[1], device=dev)[None, :, None, None].expand_as(q)
     y_hat = interval_expectation(pmf, lo, hi, channel).to(y.dtype)
@@ -350,7 +369,8 @@ def train(
             y = torch.clamp(y, -LATENT_QMAX, LATENT_QMAX)
         with torch.no_grad():
             pmf = model.density.pmf_table().double()
-        prefix = progressive_latents(y, pmf, rng, cfg.prefix_span, cfg.phase_prefixes)
+        prefix = progressive_latents(y, pmf, rng, cfg.prefix_span, cfg.phase_prefixes,
+                                     cfg.first_prefixes)
         pixels = x.shape[2] * x.shape[3]
         bpp_prefix = prefix_rate(model.density, y, prefix) / pixels  # (B,)
         y_dec = prefix.y_dec
