@@ -331,11 +331,11 @@ def test_drift_budget_counts_a_free_picture_as_zero_bytes():
 
 
 def test_conditional_passes_split_significance_into_phases(codec, tables):
-    """A conditional stream has the intra stream's passes (3T+2 after the tile-mode map): a
-    phase A layer refines only the (x + y)-even positions it codes, phase B the others, so a
-    server can stop at half a plane; a skipped position starts where both phases know what the
-    reference knew."""
-    from lpimg.codec.bitplane import coarse_passes, num_passes, pass_kind
+    """A conditional stream has the intra stream's passes (3T+3 after the tile-mode map): a
+    phase A layer (or a top plane's quarter) refines only the (x + y)-even positions it codes,
+    phase B the others, so a server can stop at a quarter or half a plane; a skipped position
+    starts where every position class knows what the reference knew."""
+    from lpimg.codec.bitplane import coarse_passes, num_passes, pass_kind, phase_positions
     from lpimg.codec.tables import first_phase
 
     ref, _ = intra_state(codec, scene(0), 8)
@@ -359,9 +359,11 @@ def test_conditional_passes_split_significance_into_phases(codec, tables):
         grew = dec.coarse_passes > before
         kind, _ = pass_kind(spec.index - 1, dec.top)
         seen.add(kind)
-        if kind == "siga":
+        if kind != "ref":
+            assert not (grew & ~phase_positions(kind, *even.shape)).any()
+        if kind in ("sigq", "sigo", "siga"):
             assert not (grew & ~even).any()
         elif kind == "sigb":
             assert not (grew & even).any()
-    assert seen == {"siga", "sigb", "ref"}
+    assert seen == {"sigq", "sigo", "siga", "sigb", "ref"}
     assert np.array_equal(dec.q, enc.latents)

@@ -33,7 +33,7 @@ def _images(folder: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
     return [(p.name, load_image(p)) for p in paths[:limit]]
 
 
-_KIND_ORDER = ("siga", "sigb", "ref")
+_KIND_ORDER = ("sigq", "sigo", "siga", "sigb", "ref")
 
 
 def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: ANN001
@@ -58,7 +58,7 @@ def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: 
             rec = dec.reconstruct()
             last = time.perf_counter() - t1
             kind, plane = pass_kind(spec.index, enc.header.top_plane)
-            # label: (plane, 0 phase A / 1 phase B / 2 refinement) sorts coarse to fine as
+            # label: (plane, its kind's place in _KIND_ORDER) sorts coarse to fine as
             # (-plane, kind)
             points[(plane, _KIND_ORDER.index(kind))].append(
                 (name, total, psnr(rec, img), msssim(rec, img)))

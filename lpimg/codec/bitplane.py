@@ -10,9 +10,11 @@ define what a decoder knows of every position (:func:`known_latents`,
 
 A stream (intra, or reference-coded: :mod:`lpimg.codec.reference`) sends every coarse
 significance pass as two *phases*, each its own pass: phase A codes the (x + y)-even positions,
-phase B the others with contexts that see phase A's results. 3T+2 passes in all
-(:func:`pass_kind`), so a server can stop at half a plane; :func:`coarse_passes` says what a
-position knows after them.
+phase B the others with contexts that see phase A's results. The top plane's phase A is itself
+sent in two *quarters*: the positions with x and y even, then those with x and y odd, so that the
+first layer of a stream carries about a quarter of the positions' top bits (a preview within 500
+bytes for a 640x480 photo). 3T+3 passes in all (:func:`pass_kind`), so a server can stop at a
+quarter or half a plane; :func:`coarse_passes` says what a position knows after them.
 
 A *layer* is one pass over a rectangle of latent positions (the whole grid by default). Both ends
 keep a per-position pass counter ``passes[y, x]``; a layer (j, region) codes pass j for the
@@ -93,27 +95,30 @@ _KINDS = ("siga", "sigb", "ref")
 
 
 def pass_kind(index: int, top: int) -> tuple[str, int]:
-    """("siga" | "sigb" | "ref", plane) of pass ``index`` of a stream with top plane ``top``.
+    """("sigq" | "sigo" | "siga" | "sigb" | "ref", plane) of pass ``index`` of a stream with top
+    plane ``top``.
 
     siga/sigb: phase A / phase B of the significance of ``plane`` (the (x + y)-even positions,
-    then the others); the top plane has no refinement pass.
+    then the others). The top plane's phase A is sent as sigq (x and y even) then sigo (x and y
+    odd), and the top plane has no refinement pass: sigq, sigo, sigb, then siga, sigb, ref for
+    every lower plane.
     """
     if index < 0 or index >= num_passes(top):
         raise CodecError(f"pass {index} does not exist for top plane {top}")
-    if index < 2:
-        return _KINDS[index], top
-    k, r = divmod(index - 2, 3)
+    if index < 3:
+        return ("sigq", "sigo", "sigb")[index], top
+    k, r = divmod(index - 3, 3)
     return _KINDS[r], top - 1 - k
 
 
 def num_passes(top: int) -> int:
     """Passes of a stream with top plane ``top`` (its layers; a reference-coded stream adds its
     tile-mode map in front)."""
-    return 3 * top + 2
+    return 3 * top + 3
 
 
 def pass_name(index: int, top: int) -> str:
-    """Short name of a pass: ``sig5a``, ``sig5b``, ``ref5``."""
+    """Short name of a pass: ``sig6q``, ``sig6o``, ``sig5a``, ``sig5b``, ``ref5``."""
     return kind_name(*pass_kind(index, top))
 
 
@@ -122,18 +127,44 @@ def kind_name(kind: str, plane: int) -> str:
     return f"ref{plane}" if kind == "ref" else f"sig{plane}{kind[-1]}"
 
 
-def _coarse_table(top: int) -> np.ndarray:
-    """(2, 3T+3): coarse passes completed after n passes, for phase A / phase B positions.
+# position classes: what a position's counter means depends on which passes code it
+_QUARTER, _ODD, _PHASE_B = 0, 1, 2
 
-    Coarse pass 0 (significance of T) is complete at a phase A position after pass 0, at a
-    phase B position after pass 1; coarse pass 2k-1 (significance of T-k) after pass 3k-1 (A)
-    or 3k (B); coarse pass 2k (refinement of T-k) after pass 3k+1 (both).
+
+def position_classes(height: int, width: int) -> np.ndarray:
+    """(H, W) int: 0 where x and y are even (sigq), 1 where both are odd (sigo), 2 elsewhere
+    (phase B). Classes 0 and 1 together are phase A (:func:`~lpimg.codec.tables.first_phase`)."""
+    yy, xx = np.indices((height, width))
+    return np.where((xx + yy) % 2 == 1, _PHASE_B, np.where(xx % 2 == 0, _QUARTER, _ODD)).astype(np.int32)
+
+
+def phase_positions(kind: str, height: int, width: int) -> np.ndarray:
+    """(H, W) bool: the positions a significance pass of ``kind`` codes."""
+    classes = position_classes(height, width)
+    if kind == "sigq":
+        return classes == _QUARTER
+    if kind == "sigo":
+        return classes == _ODD
+    if kind == "siga":
+        return classes != _PHASE_B
+    if kind == "sigb":
+        return classes == _PHASE_B
+    raise CodecError(f"{kind} is not a significance pass")
+
+
+def _coarse_table(top: int) -> np.ndarray:
+    """(3, 3T+4): coarse passes completed after n passes, for each position class.
+
+    Coarse pass 0 (significance of T) is complete at a quarter position after pass 0, at an odd
+    position after pass 1, at a phase B position after pass 2; coarse pass 2k-1 (significance of
+    T-k) after pass 3k (phase A) or 3k+1 (phase B); coarse pass 2k (refinement of T-k) after
+    pass 3k+2 (all).
     """
-    done_at = np.zeros((2, num_coarse_passes(top)), np.int64)  # the pass completing each coarse one
-    done_at[:, 0] = (0, 1)
+    done_at = np.zeros((3, num_coarse_passes(top)), np.int64)  # the pass completing each coarse one
+    done_at[:, 0] = (0, 1, 2)
     for k in range(1, top + 1):
-        done_at[:, 2 * k - 1] = (3 * k - 1, 3 * k)
-        done_at[:, 2 * k] = 3 * k + 1
+        done_at[:, 2 * k - 1] = (3 * k, 3 * k, 3 * k + 1)
+        done_at[:, 2 * k] = 3 * k + 2
     n = np.arange(num_passes(top) + 1)
     return (done_at[:, None, :] < n[None, :, None]).sum(2).astype(np.int32)
 
@@ -141,8 +172,7 @@ def _coarse_table(top: int) -> np.ndarray:
 def coarse_passes(passes: np.ndarray, top: int) -> np.ndarray:
     """Pass counters (H, W) -> coarse pass counters: what each position knows."""
     passes = np.asarray(passes)
-    table = _coarse_table(top)
-    return np.where(first_phase(*passes.shape), table[0][passes], table[1][passes]).astype(np.int32)
+    return _coarse_table(top)[position_classes(*passes.shape), passes].astype(np.int32)
 
 
 def passes_covering(coarse: int, top: int) -> int:
@@ -300,28 +330,30 @@ class _Counting(_Encoding):
 
 
 def _significance_phase(
-    known: np.ndarray, pos: np.ndarray, plane: int, phase_a: bool, tables: CodecTables,
-    io: _Decisions,
+    known: np.ndarray, pos: np.ndarray, plane: int, kind: str, tables: CodecTables, io: _Decisions,
 ) -> None:
     """Significance of plane ``plane`` at the positions ``pos`` (H, W) of one phase.
 
     ``known`` (C, H, W) is what the decoder holds (unknown low bits zero); it is updated in
-    place. Phase A codes the elements at (x + y) even positions, phase B the others, with
-    contexts that also see phase A's results: the phase A elements whose top bit is ``plane``
-    became significant in phase A (they cannot have been significant before). Each phase codes
-    its significance decisions, then the signs of the newly significant elements.
+    place. Phase A (``siga``, or its quarters ``sigq`` and ``sigo`` at the top plane) codes the
+    elements at (x + y) even positions with contexts from the significance known before its
+    phase A; phase B the others, with contexts that also see phase A's results: the phase A
+    elements whose top bit is ``plane`` became significant in phase A (they cannot have been
+    significant before). Each phase codes its significance decisions, then the signs of the
+    newly significant elements.
     """
     c, h, w = known.shape
     first = first_phase(h, w)[None]
     chan = np.broadcast_to(np.arange(c)[:, None, None], known.shape)
     significant = known != 0
-    if phase_a:
-        mask = pos[None] & ~significant & first
-        ctx = phase_a_context(significant)
-    else:
-        new_a = first & ((np.abs(known) >> plane) == 1)
-        mask = pos[None] & ~significant & ~first
+    mask = pos[None] & ~significant & phase_positions(kind, h, w)[None]
+    # phase A's results at this plane: what phase B sees, and what the second quarter of a top
+    # plane does not (the quarters are phase A cut in two for delivery, with phase A's contexts)
+    new_a = first & ((np.abs(known) >> plane) == 1)
+    if kind == "sigb":
         ctx = phase_b_context(significant & ~new_a, new_a)
+    else:
+        ctx = phase_a_context(significant & ~new_a)
     index = (chan[mask] * NUM_PLANES + plane) * SIG2_CONTEXTS + ctx[mask]
     bits = io.decide("sig2", mask, _table_probability(tables.sig2, index), index, plane)
     newly = np.zeros_like(mask)
@@ -352,7 +384,7 @@ def _run_pass(known: np.ndarray, pos: np.ndarray, index: int, coder: _PassCoder,
     if kind == "ref":
         _refinement_pass(known, pos, plane, coder, io)
     else:
-        _significance_phase(known, pos, plane, kind == "siga", coder.tables, io)
+        _significance_phase(known, pos, plane, kind, coder.tables, io)
 
 
 def count_decisions(q: np.ndarray, pmf_counts: np.ndarray, counter: ContextCounter) -> None:

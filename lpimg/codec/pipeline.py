@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lpimg.codec.bitplane import BitplaneDecoder, BitplaneEncoder, LayerSpec, Region
+from lpimg.codec.bitplane import BitplaneDecoder, BitplaneEncoder, LayerSpec, Region, num_passes
 from lpimg.codec.image import as_rgb, check_geometry
 from lpimg.codec.model import Codec, ModelConfig, interval_expectation, known_interval
 from lpimg.codec.shipped import DEFAULT_MODEL
@@ -60,9 +60,10 @@ class Condition:
 class StreamHeader:
     """What a decoder must know before the first layer (carried by the session start / .lpi).
 
-    ``condition`` is None for an intra stream, whose 3T+2 passes split every significance pass
-    in two phases (spec/PROTOCOL.md 10). A conditional stream's first layer (pass 0) is its
-    tile-mode map and pass j+1 is the same pass j: 3T+3 passes.
+    ``condition`` is None for an intra stream, whose 3T+3 passes split every significance pass
+    in two phases and the top plane's first phase in two quarters (spec/PROTOCOL.md 10). A
+    conditional stream's first layer (pass 0) is its tile-mode map and pass j+1 is the same
+    pass j: 3T+4 passes.
     """
 
     model_id: int
@@ -81,20 +82,20 @@ class StreamHeader:
 
     @property
     def total_passes(self) -> int:
-        if self.condition is not None:
-            return 3 * self.top_plane + 3  # the tile-mode map, then the intra passes
-        return 3 * self.top_plane + 2
+        intra = num_passes(self.top_plane)
+        return intra + 1 if self.condition is not None else intra  # + the tile-mode map
 
 
 # the intra pass layout (spec/PROTOCOL.md 10); part of the model id
-INTRA_LAYOUT = b"intra-passes:siga,sigb,ref"
+INTRA_LAYOUT = b"intra-passes:sigq,sigo,sigb,siga,sigb,ref"
 
 
 def model_id_of(state: dict, tables: CodecTables) -> int:
     """16-bit id that changes whenever the analysis weights, the tables or the pass layout change.
 
     The layout tag makes streams of an older pass layout (one intra layer per coarse
-    significance pass) fail the model id check instead of decoding into garbage.
+    significance pass, or a top plane's phase A in one layer) fail the model id check instead
+    of decoding into garbage.
     """
     h = hashlib.sha256()
     h.update(INTRA_LAYOUT)

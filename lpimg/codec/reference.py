@@ -30,10 +30,10 @@ transform exactly as for an intra picture and nothing more):
 - layer j + 1: bitplane pass j over the positions whose counter is j (skipped tiles start where
   the reference's knowledge puts them), with :class:`ResidualTables` probabilities. The passes are
   the intra stream's (:func:`~lpimg.codec.bitplane.pass_kind`): every significance pass in
-  two checkerboard phases, the second seeing the first's results, so a server can stop a
-  conditional picture at half a plane as it can an intra one. Pass counters count these passes;
-  what a position knows is their coarse count (:func:`~lpimg.codec.bitplane.coarse_passes`), and
-  the reference state keeps coarse counters.
+  two checkerboard phases, the second seeing the first's results, the top plane's first phase in
+  two quarters, so a server can stop a conditional picture where it can stop an intra one. Pass
+  counters count these passes; what a position knows is their coarse count
+  (:func:`~lpimg.codec.bitplane.coarse_passes`), and the reference state keeps coarse counters.
   Probabilities:
   significance by (class of the reference interval against the plane, channel, plane, the intra
   neighbourhood context); signs by whether the reference knows the sign; refinement bits by
@@ -76,6 +76,7 @@ from lpimg.codec.bitplane import (
     num_passes,
     pass_kind,
     passes_covering,
+    phase_positions,
     replay_passes,
     sig_plane_of,
     top_plane,
@@ -88,7 +89,6 @@ from lpimg.codec.tables import (
     NUM_PLANES,
     QMAX,
     CodecTables,
-    first_phase,
     significance_context,
 )
 from lpimg.codec.tiling import DOWNSCALE
@@ -332,7 +332,7 @@ class ResidualTables:
 
     @cached_property
     def residual_id(self) -> int:
-        h = hashlib.sha256(b"lpimg-residual-v3:passes-siga,sigb,ref")
+        h = hashlib.sha256(b"lpimg-residual-v4:passes-sigq,sigo,sigb,siga,sigb,ref")
         h.update(struct.pack("<HH", self.model_id, self.tile))
         for t in (self.sig, self.sign, self.refbit, self.modes):
             h.update(t.astype("<i8").tobytes())
@@ -590,12 +590,6 @@ class ConditionalModel:
                          classes=cls.astype(np.int64))
 
 
-def _phase(kind: str, h: int, w: int) -> np.ndarray:
-    """The positions a significance phase codes (``siga``: x + y even, ``sigb``: the others)."""
-    first = first_phase(h, w)
-    return first if kind == "siga" else ~first
-
-
 def _area(spec: LayerSpec, h: int, w: int) -> np.ndarray:
     return np.ones((h, w), bool) if spec.region is None else spec.region.clip(w, h).mask(w, h)
 
@@ -695,7 +689,7 @@ class ConditionalEncoder:
         sig_plane = sig_plane_of(coarse_passes(self.passes, self.top), self.top)
         known_sig = self.mag >= (1 << sig_plane)[None].astype(np.int64)
         if kind != "ref":
-            sel = (pos & _phase(kind, h, w))[None] & ~known_sig
+            sel = (pos & phase_positions(kind, h, w))[None] & ~known_sig
             bits = ((self.mag[sel] >> plane) & 1).astype(np.int32)
             out = [self.model.sig(known_sig, sel, plane, bits)]
             newly = np.zeros_like(sel)
@@ -811,7 +805,7 @@ class ConditionalDecoder:
 
         try:
             if kind != "ref":
-                sel = (pos & _phase(kind, h, w))[None] & ~known_sig
+                sel = (pos & phase_positions(kind, h, w))[None] & ~known_sig
                 bits = decode(self.model.sig(known_sig, sel, plane, None).p1)
                 newly = np.zeros_like(sel)
                 newly[sel] = bits.astype(bool)
