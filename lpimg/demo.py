@@ -209,14 +209,14 @@ def _report(codec: Any, image: Any, path: Path, link: str, loss: float, seed: in
 
 
 def print_table(result: DemoResult) -> None:
-    print(f"{'layer':>5} {'pass':<12} {'bytes':>6} {'total':>7} {'air s':>7} {'PSNR':>6} "
+    print(f"{'layer':>5} {'pass':<19} {'bytes':>6} {'total':>7} {'air s':>7} {'PSNR':>6} "
           f"{'MS-SSIM':>7} | {'JPEG q':>6} {'bytes':>6} {'PSNR':>6} {'MS-SSIM':>7}")
     for r in result.rows:
         jq = "-" if r["jpeg_quality"] is None else str(r["jpeg_quality"])
         jb = "-" if r["jpeg_bytes"] is None else str(r["jpeg_bytes"])
         jpsnr = "-" if r["jpeg_psnr"] is None else f"{r['jpeg_psnr']:.2f}"
         jms = "-" if r["jpeg_msssim"] is None else f"{r['jpeg_msssim']:.4f}"
-        print(f"{r['layer']:>5} {r['pass']:<12} {r['bytes']:>6} {r['total_bytes']:>7} "
+        print(f"{r['layer']:>5} {r['pass']:<19} {r['bytes']:>6} {r['total_bytes']:>7} "
               f"{r['airtime_s']:>7.1f} {r['psnr']:>6.2f} {r['msssim']:>7.4f} | {jq:>6} {jb:>6} "
               f"{jpsnr:>6} {jms:>7}")
     s = result.stats

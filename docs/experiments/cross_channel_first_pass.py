@@ -1,7 +1,8 @@
 """Would a cross-channel context shrink the first layer enough? (It would not: about 5 %.)
 
-The first layer codes the top plane's significance at the phase A positions. No significance is
-known before it, so its contexts (spec/PROTOCOL.md 10.2) reduce to one probability per channel
+The top plane's phase A (the first layer when this was measured, now the first two: its quarters)
+codes the top plane's significance at the (x + y)-even positions. No significance is known before
+it, so its contexts (spec/PROTOCOL.md 10.2) reduce to one probability per channel
 and plane. If the channels were coded in G groups, each group could see how many channels of
 the earlier groups became significant at the same position. This script measures the ideal gain
 on training pictures (never Kodak): the empirical entropy of those decisions per channel, and per
