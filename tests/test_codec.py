@@ -77,6 +77,53 @@ def test_more_layers_never_hurt_much(codec):
     assert min(errors) >= 0.5 * errors[-1]
 
 
+def test_unknown_positions_take_their_known_neighbours_mean():
+    from lpimg.codec.model import fill_unknown
+
+    y = torch.zeros(2, 3, 3)
+    y[:, 0, 0], y[:, 2, 2] = 4.0, 8.0
+    spread = torch.full((2, 3, 3), 100.0)
+    spread[:, 0, 0], spread[:, 2, 2] = 1.0, 3.0
+    unknown = torch.ones(1, 3, 3, dtype=torch.bool)
+    unknown[0, 0, 0] = unknown[0, 2, 2] = False
+    y2, s2 = fill_unknown(y, spread, unknown)
+    assert y2[1].tolist() == [[4, 4, 0], [4, 6, 8], [0, 8, 8]]  # corners without known neighbours stay
+    assert s2[0].tolist() == [[1, 1, 100], [1, 2, 3], [100, 3, 3]]
+    everything = torch.zeros(1, 3, 3, dtype=torch.bool)
+    same = fill_unknown(y, spread, everything)
+    assert same[0] is y and same[1] is spread
+
+
+def test_first_layers_render_the_unknown_positions_from_their_neighbours(codec):
+    """After the first quarter the other positions know nothing; the decoder fills them from
+    their known neighbours instead of rendering the prior mean (grey holes), and a state where
+    every position knows something renders exactly as before."""
+    from lpimg.codec.model import interval_expectation, known_interval
+    from lpimg.demo import SAMPLE
+
+    img = load_image(SAMPLE)[64:320, 96:416]  # a real photo: the synthetic ones are all edges
+    enc = codec.encoder(img)
+    dec = codec.decoder(enc.header)
+    layers = enc.encode_all()
+    dec.apply(*layers[0])
+
+    def unfilled() -> np.ndarray:
+        q = torch.from_numpy(dec.bitplanes.q.astype(np.int64))
+        n = torch.from_numpy(dec.bitplanes.coarse_passes.astype(np.int64))[None]
+        lo, hi = known_interval(q, n, dec.bitplanes.top)
+        chan = torch.arange(q.shape[0])[:, None, None].expand_as(q)
+        y = interval_expectation(codec._pmf, lo, hi, chan).to(torch.float32)
+        return codec.render(y, 320, 256, hi - lo)
+
+    err = lambda rec: float(np.mean((rec.astype(float) - img) ** 2))  # noqa: E731
+    assert (dec.bitplanes.coarse_passes == 0).any()
+    assert err(dec.reconstruct()) < err(unfilled())
+    for spec, data in layers[1:3]:
+        dec.apply(spec, data)
+    assert (dec.bitplanes.coarse_passes > 0).all()
+    assert np.array_equal(dec.reconstruct(), unfilled())
+
+
 def test_encoding_is_deterministic(codec):
     img = photo(96, 64, seed=4)
     a = [d for _, d in codec.encoder(img).encode_all()]

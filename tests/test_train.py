@@ -170,6 +170,15 @@ def test_first_prefixes_train_the_first_layers_alone():
         assert abs(mixed.step[i].item() - step) < 1e-3
     # the samples not drawn keep the prefix they would have had without the option
     assert torch.equal(mixed.lo[~first], plain.lo[~first]) and torch.equal(mixed.hi[~first], plain.hi[~first])
+    # positions that know nothing get their known neighbours' mean, as the decoder renders them
+    from lpimg.codec.model import fill_unknown
+
+    i = int(torch.nonzero(first).flatten()[0])
+    y_hat = mixed.y_dec[i].detach()
+    assert not torch.allclose(y_hat, y[i])
+    refill, _ = fill_unknown(y_hat, mixed.spread[i], unknown[i, :1])
+    assert torch.allclose(refill, y_hat)  # already filled: a second fill changes nothing new
+    assert torch.equal(mixed.spread[~first], (plain.hi - plain.lo)[~first].to(y.dtype))
 
 
 def test_decoder_spread_grows_from_weights_without_it(data_dir, tmp_path):

@@ -19,7 +19,7 @@ import torch
 
 from lpimg.codec.bitplane import BitplaneDecoder, BitplaneEncoder, LayerSpec, Region, num_passes
 from lpimg.codec.image import as_rgb, check_geometry
-from lpimg.codec.model import Codec, ModelConfig, interval_expectation, known_interval
+from lpimg.codec.model import Codec, ModelConfig, fill_unknown, interval_expectation, known_interval
 from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.codec.tables import CodecTables
 from lpimg.codec.tiling import DOWNSCALE, encode_tiled, pad_image
@@ -185,7 +185,8 @@ class LearnedCodec:
         lo, hi = known_interval(q, n, top)
         chan = torch.arange(q.shape[0])[:, None, None].expand_as(q)
         y = interval_expectation(self._pmf, lo, hi, chan).to(torch.float32)
-        return self.render(y, width, height, hi - lo)
+        y, spread = fill_unknown(y, (hi - lo).to(torch.float32), n == 0)
+        return self.render(y, width, height, spread)
 
     @torch.no_grad()
     def render(self, y: torch.Tensor, width: int, height: int,

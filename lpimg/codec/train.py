@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from pytorch_msssim import ms_ssim
 
-from lpimg.codec.model import Codec, ModelConfig, interval_expectation, known_interval
+from lpimg.codec.model import Codec, ModelConfig, fill_unknown, interval_expectation, known_interval
 from lpimg.codec.quant import LATENT_QMAX
 from lpimg.errors import CodecError
 
@@ -139,6 +139,7 @@ class Prefix:
     lo: torch.Tensor  # known interval of each latent (integers)
     hi: torch.Tensor
     step: torch.Tensor  # (B,1,1,1) 2^plane of the last pass kept: the effective quantizer step
+    spread: torch.Tensor  # what the synthesis is told of each latent's interval width (float)
 
 
 def progressive_latents(
@@ -181,7 +182,10 @@ def progressive_latents(
     lo, hi = known_interval(q, passes, top)
     channel = torch.arange(y.shape[1], device=dev)[None, :, None, None].expand_as(q)
     y_hat = interval_expectation(pmf, lo, hi, channel).to(y.dtype)
-    return Prefix(y + (y_hat - y).detach(), lo, hi, torch.pow(2.0, plane))
+    spread = (hi - lo).to(y.dtype)
+    if first_share > 0:  # as the decoder renders positions that know nothing (LearnedCodec.synthesize)
+        y_hat, spread = fill_unknown(y_hat, spread, passes == 0)
+    return Prefix(y + (y_hat - y).detach(), lo, hi, torch.pow(2.0, plane), spread)
 
 
 def prefix_rate(density, y: torch.Tensor, prefix: Prefix) -> torch.Tensor:  # noqa: ANN001
@@ -374,7 +378,7 @@ def train(
         pixels = x.shape[2] * x.shape[3]
         bpp_prefix = prefix_rate(model.density, y, prefix) / pixels  # (B,)
         y_dec = prefix.y_dec
-        spread = (prefix.hi - prefix.lo).to(y.dtype)
+        spread = prefix.spread
         lmbda = cfg.lmbda / prefix.step.flatten()
         if cfg.noise_mix > 0:
             relaxed = torch.from_numpy(rng.random(y.shape[0]) < cfg.noise_mix).to(dev)
