@@ -32,8 +32,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, mse_weight=args.mse_weight,
         clamp_latents=args.clamp_latents, noise_mix=args.noise_mix, chroma_weight=args.chroma_weight,
         phase_prefixes=args.phase_prefixes, first_prefixes=args.first_prefixes,
-        qat_start=args.qat_start, init_from=args.init_from,
-        model=ModelConfig(dec_spread=args.decoder_spread).to_dict(),
+        qat_start=args.qat_start, init_from=args.init_from, freeze_encoder=args.freeze_encoder,
+        model=ModelConfig(dec_spread=args.decoder_spread, dec_channels=args.dec_channels).to_dict(),
     )
     if args.fit_minutes is not None and not args.resume:
         from lpimg.codec.train import plan_iterations
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the schedule trained in float before int8 fake quantization")
     p.add_argument("--init-from", default=None,
                    help="start from another run's weights (fresh optimizer and schedule)")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="train the synthesis alone (analysis and density of --init-from kept: same model id)")
+    p.add_argument("--dec-channels", type=int, default=96, help="width of the synthesis (server side)")
     p.add_argument("--decoder-spread", action="store_true",
                    help="the synthesis also sees how precisely each latent is known")
     p.add_argument("--seed", type=int, default=0)

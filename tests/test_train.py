@@ -90,6 +90,33 @@ def test_release_from_checkpoint(data_dir, tmp_path):
     assert np.array_equal(dec.bitplanes.q, enc.latents)
 
 
+def test_a_synthesis_alone_trains_against_a_frozen_encoder_and_keeps_the_model_id(data_dir, tmp_path):
+    """--freeze-encoder: the analysis and density keep --init-from's weights (the synthesis may
+    be wider and starts afresh then), so the released weights have the source's model id: a
+    new server-side decoder for streams devices already send."""
+    import dataclasses
+
+    from lpimg.codec.pipeline import model_id_of
+
+    train(config(data_dir, tmp_path / "src"), progress=False)
+    wider = dict(TINY, dec_channels=16)
+    cfg = dataclasses.replace(config(data_dir, tmp_path / "syn", iterations=3), model=wider,
+                              init_from=str(tmp_path / "src"), freeze_encoder=True)
+    out = train(cfg, progress=False)
+    source = load_trained_model(tmp_path / "src" / "checkpoint.pt")
+    grown = load_trained_model(out)
+    src_state, new_state = source.state_dict(), grown.state_dict()
+    for k, v in src_state.items():
+        if k.startswith(("analysis.", "density.")):
+            assert torch.equal(new_state[k], v), k
+    assert grown.cfg.dec_channels == 16
+    tables = fit_tables(source, [str(data_dir)], progress=False)
+    assert model_id_of(new_state, fit_tables(grown, [str(data_dir)], progress=False)) == \
+        model_id_of(src_state, tables)
+    with pytest.raises(CodecError, match="init-from"):
+        train(dataclasses.replace(cfg, out=str(tmp_path / "x"), init_from=None), progress=False)
+
+
 def test_resume_without_checkpoint_is_an_error(data_dir, tmp_path):
     with pytest.raises(CodecError, match="resume"):
         train(config(data_dir, tmp_path / "none"), resume=True, progress=False)

@@ -73,6 +73,12 @@ class TrainConfig:
     # optimizer and schedule: a later run can change the objective without repeating what an earlier
     # run already learned (lpimg-b3 starts from lpimg-b2's colours). Ignored on --resume.
     init_from: str | None = None
+    # train the synthesis alone: the analysis (as deployed: int8, ranges frozen) and the density
+    # keep ``init_from``'s weights. The model id hashes only those and the tables fitted from
+    # them, so the released weights keep the id: a better server-side decoder that devices in
+    # the field need not know about. The synthesis may then have another width
+    # (``model["dec_channels"]``); it starts from ``init_from``'s where the shapes fit
+    freeze_encoder: bool = False
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 1000
@@ -321,22 +327,33 @@ def train(
     torch.manual_seed(cfg.seed)  # initial weights are part of the run's definition
     model = Codec(ModelConfig.from_dict(cfg.model))
     start = 0
+    if cfg.freeze_encoder and not cfg.init_from:
+        raise CodecError("--freeze-encoder needs --init-from: the analysis and density to keep")
     if cfg.init_from and ck is None:
+        source = _model_state(Path(cfg.init_from))
+        if cfg.freeze_encoder:  # a synthesis of another width starts afresh
+            own = model.state_dict()
+            source = {k: v for k, v in source.items()
+                      if not k.startswith("synthesis.") or (k in own and own[k].shape == v.shape)}
         # a model may grow inputs its source lacked (they start at zero); anything else is a mismatch
         try:
-            grown = model.load_state_dict(_model_state(Path(cfg.init_from)), strict=False)
+            grown = model.load_state_dict(source, strict=False)
         except RuntimeError as exc:  # shapes differ
             raise CodecError(f"--init-from {cfg.init_from}: weights do not fit this "
                              f"architecture: {str(exc).splitlines()[1].strip()}") from exc
-        missing = [k for k in grown.missing_keys if not k.startswith("synthesis.spread.")]
+        missing = [k for k in grown.missing_keys if not k.startswith("synthesis.spread.")
+                   and not (cfg.freeze_encoder and k.startswith("synthesis."))]
         if missing or grown.unexpected_keys:
             raise CodecError(
                 f"--init-from {cfg.init_from}: weights do not fit this architecture "
                 f"(missing {missing[:3]}, unexpected {grown.unexpected_keys[:3]})")
     if ck is not None:
         model.load_state_dict(ck["model"])
+    if cfg.freeze_encoder:
+        for part in (model.analysis, model.density):
+            part.requires_grad_(False)
     model.to(dev)  # before the optimizer exists, so its state follows the parameters
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     if ck is not None:
         opt.load_state_dict(ck["optimizer"])
         start = ck["iteration"]
@@ -363,8 +380,8 @@ def train(
                 bar.close()
             return ckpt_path
         rng = np.random.default_rng([cfg.seed, it])
-        model.analysis.quantize = it >= int(cfg.qat_start * cfg.iterations)
-        model.analysis.set_calibrating(it < int(cfg.calib_end * cfg.iterations))
+        model.analysis.quantize = cfg.freeze_encoder or it >= int(cfg.qat_start * cfg.iterations)
+        model.analysis.set_calibrating(not cfg.freeze_encoder and it < int(cfg.calib_end * cfg.iterations))
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(it)
         x = sample_batch(images, rng, cfg.batch, cfg.patch).to(dev)
