@@ -134,8 +134,8 @@ _QUARTER, _ODD, _PHASE_B = 0, 1, 2
 def position_classes(height: int, width: int) -> np.ndarray:
     """(H, W) int: 0 where x and y are even (sigq), 1 where both are odd (sigo), 2 elsewhere
     (phase B). Classes 0 and 1 together are phase A (:func:`~lpimg.codec.tables.first_phase`)."""
-    yy, xx = np.indices((height, width))
-    return np.where((xx + yy) % 2 == 1, _PHASE_B, np.where(xx % 2 == 0, _QUARTER, _ODD)).astype(np.int32)
+    even_x = np.indices((height, width))[1] % 2 == 0  # on phase A, x even means y even too
+    return np.where(first_phase(height, width), np.where(even_x, _QUARTER, _ODD), _PHASE_B).astype(np.int32)
 
 
 def phase_positions(kind: str, height: int, width: int) -> np.ndarray:
