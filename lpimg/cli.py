@@ -33,7 +33,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         clamp_latents=args.clamp_latents, noise_mix=args.noise_mix, chroma_weight=args.chroma_weight,
         phase_prefixes=args.phase_prefixes, first_prefixes=args.first_prefixes,
         qat_start=args.qat_start, init_from=args.init_from, freeze_encoder=args.freeze_encoder,
-        model=ModelConfig(dec_spread=args.decoder_spread, dec_channels=args.dec_channels).to_dict(),
+        model=ModelConfig(dec_spread=args.decoder_spread, dec_channels=args.dec_channels,
+                          dec_blocks=tuple(args.dec_blocks)).to_dict(),
     )
     if args.fit_minutes is not None and not args.resume:
         from lpimg.codec.train import plan_iterations
@@ -242,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-encoder", action="store_true",
                    help="train the synthesis alone (analysis and density of --init-from kept: same model id)")
     p.add_argument("--dec-channels", type=int, default=96, help="width of the synthesis (server side)")
+    p.add_argument("--dec-blocks", type=int, nargs=3, default=(0, 0, 0), metavar=("D16", "D8", "D4"),
+                   help="extra residual blocks in the synthesis at 1/16, 1/8 and 1/4 resolution; "
+                   "they start as the identity, so --init-from's synthesis renders as before")
     p.add_argument("--decoder-spread", action="store_true",
                    help="the synthesis also sees how precisely each latent is known")
     p.add_argument("--seed", type=int, default=0)

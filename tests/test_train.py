@@ -117,6 +117,34 @@ def test_a_synthesis_alone_trains_against_a_frozen_encoder_and_keeps_the_model_i
         train(dataclasses.replace(cfg, out=str(tmp_path / "x"), init_from=None), progress=False)
 
 
+def test_a_grown_synthesis_starts_as_its_source_and_then_trains(data_dir, tmp_path):
+    """--dec-blocks: the added residual blocks start as the identity, so the grown synthesis
+    renders exactly as --init-from's did; training then moves them (and only the synthesis,
+    with --freeze-encoder)."""
+    import dataclasses
+
+    train(config(data_dir, tmp_path / "src"), progress=False)
+    deeper = dict(TINY, dec_blocks=(1, 2, 1))
+    cfg = dataclasses.replace(config(data_dir, tmp_path / "deep", iterations=3), model=deeper,
+                              init_from=str(tmp_path / "src"), freeze_encoder=True)
+    start = torch.load(train(cfg, progress=False, stop_at=0), weights_only=False)["model"]
+    source = load_trained_model(tmp_path / "src" / "checkpoint.pt")
+    grown = load_trained_model(tmp_path / "deep" / "checkpoint.pt")
+    assert grown.cfg.dec_blocks == (1, 2, 1)
+    assert sum(k.startswith("synthesis.extra.") for k in start) == 4 * 4
+    y = torch.randn(1, 8, 3, 4) * 4
+    spread = torch.rand(1, 8, 3, 4)
+    with torch.no_grad():
+        assert torch.equal(grown.synthesis(y, spread), source.synthesis(y, spread))
+    trained = load_trained_model(train(cfg, resume=True, progress=False))
+    moved = [k for k, v in trained.state_dict().items() if k.startswith("synthesis.extra.")
+             and not torch.equal(v.float(), start[k].float())]
+    assert moved  # the new blocks learn
+    for k, v in source.state_dict().items():
+        if k.startswith(("analysis.", "density.")):
+            assert torch.equal(trained.state_dict()[k], v), k
+
+
 def test_resume_without_checkpoint_is_an_error(data_dir, tmp_path):
     with pytest.raises(CodecError, match="resume"):
         train(config(data_dir, tmp_path / "none"), resume=True, progress=False)

@@ -34,6 +34,11 @@ class ModelConfig:
     # to different precisions, and from the expectations alone the decoder cannot tell an
     # exactly known small value from an unknown one
     dec_spread: bool = False
+    # extra residual blocks in the synthesis at 1/16, 1/8 and 1/4 of the resolution. Each starts
+    # as the identity (its last convolution is zero), so a synthesis grown from trained weights
+    # renders exactly as its source did until training moves it: the server's decoder can gain
+    # depth without starting over, and without the devices' analysis (the model id) changing
+    dec_blocks: tuple[int, int, int] = (0, 0, 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,6 +47,8 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["enc_channels"] = tuple(d["enc_channels"])
+        if "dec_blocks" in d:  # absent from configs written before the synthesis could grow
+            d["dec_blocks"] = tuple(d["dec_blocks"])
         return cls(**d)
 
 
@@ -105,10 +112,13 @@ class GDN(nn.Module):
 
 
 class ResBlock(nn.Module):
-    def __init__(self, ch: int) -> None:
+    def __init__(self, ch: int, identity: bool = False) -> None:
         super().__init__()
         self.c1 = nn.Conv2d(ch, ch, 3, padding=1)
         self.c2 = nn.Conv2d(ch, ch, 3, padding=1)
+        if identity:  # a block added to a trained synthesis must not change what it renders
+            nn.init.zeros_(self.c2.weight)
+            nn.init.zeros_(self.c2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.c2(F.leaky_relu(self.c1(F.leaky_relu(x, 0.1)), 0.1))
@@ -133,6 +143,11 @@ class Synthesis(nn.Module):
                 nn.Conv2d(cin, cout * 4, 3, padding=1), nn.PixelShuffle(2), GDN(cout, inverse=True),
             ))
         self.mid = ResBlock(chans[1])
+        # grown depth (``cfg.dec_blocks``): after the head (1/16), after ``mid`` (1/8) and after
+        # the second upsampling (1/4); empty by default, so older weights load unchanged
+        self.extra = nn.ModuleList(
+            nn.Sequential(*(ResBlock(c, identity=True) for _ in range(k)))
+            for c, k in zip((chans[0], chans[1], chans[2]), cfg.dec_blocks, strict=True))
         self.tail = nn.Sequential(nn.Conv2d(chans[3], 3 * 4, 3, padding=1), nn.PixelShuffle(2))
         self.spread: nn.Conv2d | None = None
         if cfg.dec_spread:
@@ -145,11 +160,13 @@ class Synthesis(nn.Module):
         x = self.head[0](y)
         if self.spread is not None and spread is not None:
             x = x + self.spread(spread_features(spread.to(y.dtype)))
-        x = self.head[2](self.head[1](x))
+        x = self.extra[0](self.head[2](self.head[1](x)))
         for i, up in enumerate(self.up):
             x = up(x)
             if i == 0:
-                x = self.mid(x)
+                x = self.extra[1](self.mid(x))
+            elif i == 1:
+                x = self.extra[2](x)
         return self.tail(x) + 0.5
 
 

@@ -341,7 +341,8 @@ def train(
         except RuntimeError as exc:  # shapes differ
             raise CodecError(f"--init-from {cfg.init_from}: weights do not fit this "
                              f"architecture: {str(exc).splitlines()[1].strip()}") from exc
-        missing = [k for k in grown.missing_keys if not k.startswith("synthesis.spread.")
+        missing = [k for k in grown.missing_keys
+                   if not k.startswith(("synthesis.spread.", "synthesis.extra."))
                    and not (cfg.freeze_encoder and k.startswith("synthesis."))]
         if missing or grown.unexpected_keys:
             raise CodecError(
