@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Prepare .gpu/ (git-ignored via .git/info/exclude) for a lent GPU: see training/GPU.md.
+# Usage: bash training/gpu_prep.sh [RUN_TO_START_FROM]   (default training/lpimg-g7)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+src=${1:-training/lpimg-g7}
+mkdir -p .gpu .git/info
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+[ -d .gpu/data ] || { cp -r ../shared/data/train .gpu/data && chmod -R u+w .gpu/data; }
+.venv/bin/python - "$src" <<'PY'
+import sys
+from pathlib import Path
+import torch
+from lpimg.codec.train import load_checkpoint
+ck = load_checkpoint(Path(sys.argv[1]))
+# weights only (no Adam moments), with the architecture, so init_from rebuilds nothing wrong
+torch.save({"model": ck["model"], "train_config": ck["train_config"]}, ".gpu/init-model.pt")
+print(f".gpu/init-model.pt from {sys.argv[1]} (iteration {ck['iteration']})")
+PY
+# the wheels the machine's python lacks (training needs pytorch-msssim; the tests constriction)
+.venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    pytorch-msssim==1.0.0 constriction==0.5.0 -d .gpu
+cp training/gpu_drive.py .gpu/drive.py
+cat > .gpu/run.sh <<'SH'
+set -e
+python3 -m pip install --no-deps -q --break-system-packages .gpu/*.whl 2>&1 | tail -1 || true
+nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
+python3 .gpu/drive.py 2>&1 | grep -v -e Warning -e new_tensor
+tail -3 "${RUN:-/tmp/lpimg-gpu}/log.jsonl"
+SH
+du -sh .gpu
+echo "now: git rm -r -q --cached training && echo /training/ >> .git/info/exclude (undo after the lease)"
