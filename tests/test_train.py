@@ -136,6 +136,8 @@ def test_a_grown_synthesis_starts_as_its_source_and_then_trains(data_dir, tmp_pa
     spread = torch.rand(1, 8, 3, 4)
     with torch.no_grad():
         assert torch.equal(grown.synthesis(y, spread), source.synthesis(y, spread))
+    with pytest.raises(CodecError, match="dec_blocks"):
+        ModelConfig(dec_blocks=(1, -1, 0))
     trained = load_trained_model(train(cfg, resume=True, progress=False))
     moved = [k for k, v in trained.state_dict().items() if k.startswith("synthesis.extra.")
              and not torch.equal(v.float(), start[k].float())]

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lpimg.codec.quant import ACT_QMAX, LATENT_QMAX, QConv, integer_conv
+from lpimg.errors import CodecError
 
 DOWNSCALE = 16  # one latent position covers 16x16 pixels
 NUM_PLANES = 7  # |q| <= 127
@@ -39,6 +40,11 @@ class ModelConfig:
     # renders exactly as its source did until training moves it: the server's decoder can gain
     # depth without starting over, and without the devices' analysis (the model id) changing
     dec_blocks: tuple[int, int, int] = (0, 0, 0)
+
+    def __post_init__(self) -> None:
+        if len(self.dec_blocks) != 3 or any(int(k) != k or k < 0 for k in self.dec_blocks):
+            raise CodecError(f"dec_blocks {self.dec_blocks}: three counts >= 0 are needed "
+                             "(extra blocks at 1/16, 1/8 and 1/4 of the resolution)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -77,7 +77,8 @@ class TrainConfig:
     # keep ``init_from``'s weights. The model id hashes only those and the tables fitted from
     # them, so the released weights keep the id: a better server-side decoder that devices in
     # the field need not know about. The synthesis may then have another width
-    # (``model["dec_channels"]``); it starts from ``init_from``'s where the shapes fit
+    # (``model["dec_channels"]``; it starts from ``init_from``'s where the shapes fit) or more
+    # blocks (``model["dec_blocks"]``, starting as the identity: lpimg-g7 grew so from lpimg-g2)
     freeze_encoder: bool = False
     seed: int = 0
     threads: int = 2
