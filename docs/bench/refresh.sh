@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rerun every benchmark whose numbers the README and docs/REFERENCE-CODING.md quote for the
 # shipped model, two at a time (rd on one core, the rest on the other), into OUTDIR.
-# Usage: bash docs/bench/refresh.sh [OUTDIR] [MODEL]   (about 15 minutes on 2 cores, 25 without
-# the baselines' cache; OUTDIR defaults to bench-out, MODEL to the shipped one)
+# Usage: bash docs/bench/refresh.sh [OUTDIR] [MODEL]   (about 15 minutes on 2 cores: rd 15 without
+# the baselines' cache, 8 with it, the rest 12; OUTDIR defaults to bench-out, MODEL to the shipped one)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-bench-out}
