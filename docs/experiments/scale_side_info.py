@@ -37,12 +37,10 @@ STEP = 0.5  # half-octave scale steps
 LEVELS = np.arange(-4.0, 7.0 + STEP, STEP)  # log2 of the RMS; below the lowest: "all zero"
 
 
-def static_bits(q: np.ndarray, t: CodecTables, plane: int) -> float:
+def static_bits(q: np.ndarray, c: ContextCounter, t: CodecTables, plane: int) -> float:
     """The shipped coder's cost of the decisions of planes >= ``plane`` (range-coder flushes
-    excluded); sign decisions, which have no plane axis in the counts, at their mean cost."""
-    c = ContextCounter(q.shape[0])
-    count_decisions(q, t.pmf, c)
-
+    excluded), from the full stream's counts ``c``; sign decisions, which have no plane axis in
+    the counts, at their mean cost."""
     def price(ones: np.ndarray, total: np.ndarray, table: np.ndarray) -> np.ndarray:
         p = table.astype(np.float64) / CodecTables.PROB_ONE
         ones, total = ones.astype(np.float64), total.astype(np.float64)
@@ -137,8 +135,10 @@ def main(folder: str = "../shared/data/kodak", limit: str | None = None) -> None
     for name, img in _images(folder, int(limit) if limit else None):
         q = codec.encoder(img).latents.astype(np.int64)
         pixels += img.shape[0] * img.shape[1]
+        counts = ContextCounter(q.shape[0])
+        count_decisions(q, codec.tables.pmf, counts)  # once: every prefix is a slice of its planes
         for plane in PLANES:
-            row = {"static coder": static_bits(q, codec.tables, plane),
+            row = {"static coder": static_bits(q, counts, codec.tables, plane),
                    "factorized": factorized_bits(q, codec.tables.pmf, plane)}
             for b in BLOCKS:
                 main_bits, side = scale_bits(q, b, plane)
