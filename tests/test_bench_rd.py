@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from lpimg.bench import rd
+from lpimg.bench.rd import whole_plane_rows
 from lpimg.cli import main
 from lpimg.codec.bitplane import num_passes, pass_name
 
@@ -50,6 +51,7 @@ def test_rd_cli_writes_json_with_baselines_and_a_plot(tmp_path, capsys, monkeypa
         assert name in out["baselines"]
         assert set(bd) == {"msssim", "psnr"}
     assert any(bd["msssim"] is not None for bd in out["bd_rate_percent"].values())
+    assert set(out["bd_rate_percent_whole_planes"]) == set(out["baselines"])
     assert plot.stat().st_size > 10_000 and Image.open(plot).size[0] > 500
 
 
@@ -95,3 +97,9 @@ def test_versus_another_model_gives_its_bd_rate(tmp_path):
     assert abs(other["bd_rate_percent"]["msssim"]) < 1e-6 and abs(other["bd_rate_percent"]["psnr"]) < 1e-6
     with pytest.raises(LpimgError):
         rd.run(str(tmp_path / "imgs"), show_progress=False, baselines=False, versus=["no-such-model"])
+
+
+def test_whole_plane_rows_keep_only_the_points_where_every_position_knows_the_same_planes():
+    names = ["sig6q", "sig6o", "sig6b", "sig5a", "sig5b", "ref5", "sig4a", "sig4b", "ref4"]
+    rows = [{"pass": n, "bpp": 0.01 * i} for i, n in enumerate(names)]
+    assert [r["pass"] for r in whole_plane_rows(rows)] == ["sig6b", "sig5b", "ref5", "sig4b", "ref4"]

@@ -150,6 +150,13 @@ def _bd(rows_a: list[dict], rows_b: list[dict]) -> dict[str, float | None]:
     }
 
 
+def whole_plane_rows(rows: list[dict]) -> list[dict]:
+    """The points where every position knows the same planes: after a phase B significance pass
+    (``sig5b``) or a refinement pass (``ref5``). The quarter and phase A points in between are
+    states of mixed precision; BD-rates over these alone show whether they help or hurt."""
+    return [r for r in rows if r["pass"].endswith("b") or r["pass"].startswith("ref")]
+
+
 def lpimg_rows(points: dict, images: list[tuple[str, np.ndarray]]) -> list[dict]:
     """Mean bpp, PSNR and MS-SSIM per absolute pass, coarse to fine."""
     from lpimg.codec.bitplane import kind_name
@@ -205,6 +212,8 @@ def run(folder: str, model: str = DEFAULT_MODEL, limit: int | None = None,
         result["baselines"] = base
         result["baselines_cache"] = cache
         result["bd_rate_percent"] = {name: _bd(lp_rows, rows) for name, rows in base.items()}
+        result["bd_rate_percent_whole_planes"] = {
+            name: _bd(whole_plane_rows(lp_rows), rows) for name, rows in base.items()}
     if others:
         result["versus"] = {}
         for other in others:
@@ -294,6 +303,8 @@ def _cmd(args: argparse.Namespace) -> int:
     fmt = lambda v: "n/a" if v is None else f"{v:+.1f} %"  # noqa: E731
     for name, bd in result.get("bd_rate_percent", {}).items():
         print(f"BD-rate vs {name:<9} MS-SSIM {fmt(bd['msssim'])}  PSNR {fmt(bd['psnr'])}")
+    for name, bd in result.get("bd_rate_percent_whole_planes", {}).items():
+        print(f"  whole planes only, vs {name:<9} MS-SSIM {fmt(bd['msssim'])}  PSNR {fmt(bd['psnr'])}")
     for name, other in result.get("versus", {}).items():
         bd = other["bd_rate_percent"]
         print(f"BD-rate vs lpimg {name}: MS-SSIM {fmt(bd['msssim'])}  PSNR {fmt(bd['psnr'])}")
