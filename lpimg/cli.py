@@ -31,7 +31,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         patch=args.patch, lr=args.lr, lmbda=args.lmbda, seed=args.seed, threads=args.threads,
         checkpoint_every=args.checkpoint_every, mse_weight=args.mse_weight,
         clamp_latents=args.clamp_latents, noise_mix=args.noise_mix, chroma_weight=args.chroma_weight,
-        phase_prefixes=args.phase_prefixes, first_prefixes=args.first_prefixes,
+        phase_prefixes=args.phase_prefixes, first_prefixes=args.first_prefixes, step_floor=args.step_floor,
         qat_start=args.qat_start, init_from=args.init_from, freeze_encoder=args.freeze_encoder,
         model=ModelConfig(dec_spread=args.decoder_spread, dec_channels=args.dec_channels,
                           dec_blocks=tuple(args.dec_blocks)).to_dict(),
@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of samples decoded half way through a significance pass (phase A)")
     p.add_argument("--first-prefixes", type=float, default=0.0,
                    help="share of samples decoded from the first layer or two alone (the previews)")
+    p.add_argument("--step-floor", type=float, default=1.0,
+                   help="prefixes finer than this quantizer step trade at its lambda (synthesis-only "
+                   "runs: 4 keeps the capacity for the rates LPWAN pictures are sent at)")
     p.add_argument("--qat-start", type=float, default=0.05,
                    help="fraction of the schedule trained in float before int8 fake quantization")
     p.add_argument("--init-from", default=None,

@@ -60,6 +60,22 @@ def test_colour_options_resume_identically_and_change_the_run(data_dir, tmp_path
                                                     plain.state_dict().values(), strict=True))
 
 
+def test_step_floor_reweights_the_fine_prefixes_and_is_part_of_the_run(data_dir, tmp_path):
+    """--step-floor lowers the weight of prefixes finer than its step: the run learns something
+    else, and a resumed run keeps the floor it started with."""
+    import dataclasses
+
+    floored = dataclasses.replace(config(data_dir, tmp_path / "a"), step_floor=64.0)
+    a = load_trained_model(train(floored, progress=False))
+    plain = load_trained_model(train(config(data_dir, tmp_path / "b"), progress=False))
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                    plain.state_dict().values(), strict=True))
+    train(dataclasses.replace(floored, out=str(tmp_path / "c")), progress=False, stop_at=1)
+    resumed = load_trained_model(train(config(data_dir, tmp_path / "c"), resume=True, progress=False))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                resumed.state_dict().values(), strict=True))
+
+
 def test_packed_checkpoint_resumes_identically(data_dir, tmp_path, monkeypatch):
     import lpimg.codec.train as train_module
 

@@ -47,6 +47,12 @@ class TrainConfig:
     qat_start: float = 0.05  # fraction of the schedule run in float before fake quantization
     calib_end: float = 0.5  # activation ranges frozen after this fraction
     prefix_span: int = 11  # train on the last ``prefix_span`` pass-prefixes (plus the full stream)
+    # a prefix at step s trades at lmbda / max(s, step_floor). With the default 1 the full stream
+    # weighs 64 times the top plane, and the synthesis spends its capacity on rates above 0.6
+    # bits per pixel, where no LPWAN picture is sent; a floor of 4 weighs every prefix finer than
+    # plane 2 like plane 2. Only a synthesis-only run (``freeze_encoder``) should raise it: the
+    # rate term does not see it, so a jointly trained encoder would learn a coarser full stream
+    step_floor: float = 1.0
     # clamp y to the int8 latent range before rounding, as the device does, so the encoder feels the
     # clip (lpimg-b1 trained without it and grew channels far beyond +-127)
     clamp_latents: bool = False
@@ -398,7 +404,7 @@ def train(
         bpp_prefix = prefix_rate(model.density, y, prefix) / pixels  # (B,)
         y_dec = prefix.y_dec
         spread = prefix.spread
-        lmbda = cfg.lmbda / prefix.step.flatten()
+        lmbda = cfg.lmbda / prefix.step.flatten().clamp(min=cfg.step_floor)
         if cfg.noise_mix > 0:
             relaxed = torch.from_numpy(rng.random(y.shape[0]) < cfg.noise_mix).to(dev)
             y_noisy = y + _uniform(rng, y)
