@@ -36,6 +36,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model=ModelConfig(dec_spread=args.decoder_spread, dec_channels=args.dec_channels,
                           dec_blocks=tuple(args.dec_blocks)).to_dict(),
     )
+    if not args.resume:
+        from lpimg.codec.train import objective_warnings
+
+        for line in objective_warnings(cfg):
+            print(f"warning: {line}", file=sys.stderr, flush=True)
     if args.fit_minutes is not None and not args.resume:
         from lpimg.codec.train import plan_iterations
 

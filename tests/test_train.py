@@ -76,6 +76,18 @@ def test_step_floor_reweights_the_fine_prefixes_and_is_part_of_the_run(data_dir,
                                                 resumed.state_dict().values(), strict=True))
 
 
+def test_a_step_floor_on_a_jointly_trained_encoder_is_warned_about(data_dir, tmp_path):
+    import dataclasses
+
+    from lpimg.codec.train import objective_warnings
+
+    cfg = config(data_dir, tmp_path / "a")
+    assert objective_warnings(cfg) == []
+    assert objective_warnings(dataclasses.replace(cfg, step_floor=4.0, freeze_encoder=True)) == []
+    (line,) = objective_warnings(dataclasses.replace(cfg, step_floor=4.0))
+    assert "--freeze-encoder" in line
+
+
 def test_packed_checkpoint_resumes_identically(data_dir, tmp_path, monkeypatch):
     import lpimg.codec.train as train_module
 

@@ -462,6 +462,15 @@ def train(
     return final
 
 
+def objective_warnings(cfg: TrainConfig) -> list[str]:
+    """Settings that are legal but probably not what the caller meant, said before hours of training."""
+    out = []
+    if cfg.step_floor > 1 and not cfg.freeze_encoder:
+        out.append(f"--step-floor {cfg.step_floor:g} without --freeze-encoder: the rate term does not "
+                   "see the floor, so the analysis will learn a coarser full stream (and a new model id)")
+    return out
+
+
 def plan_iterations(
     cfg: TrainConfig, minutes: float, *, device: str = "cpu", probe_minutes: float = 0.5,
 ) -> tuple[int, float]:
