@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The folder on which two training runs are compared before one is shipped, so that the choice is
-# not made on Kodak (evaluation only): 12 frames of the fixed camera, 75 apart (never trained on:
-# the intra codec trains on train/ only), and every 25th BSDS500 picture of train/ (trained on, but
-# by every candidate alike). Links only; nothing is copied.
+# not made on Kodak (evaluation only): 12 frames of the fixed camera, 75 apart (the intra codec
+# never trains on them: it trains on train/ only; the reference-coding tables are fitted on frames
+# 0-450, but intra streams do not use them), and every 25th BSDS500 picture of train/ (trained on,
+# but by every candidate alike). Links only; nothing is copied.
 # Usage: bash docs/experiments/selection_set.sh OUTDIR [DATA]   (DATA defaults to ../shared/data)
 # then:  lpimg bench rd --images OUTDIR --model a.pt --versus b.pt --json
 set -euo pipefail
