@@ -1,39 +1,96 @@
 """Run on the lent GPU: a synthesis-only run (see training/GPU.md); copied to .gpu/ by gpu_prep.sh.
 
+The objective and architecture default to those of the run INIT came from (its saved
+``train_config``), so a lease continues the last CPU run rather than an older recipe.
+
 Environment: RUN (output run directory, on the machine's /tmp so chained calls find it), INIT
-(weights to start from), LR, BLOCKS ("2,2,2": extra synthesis blocks), ITERS or MINUTES (a fixed
-schedule, or one sized by a 30 s probe, which counts its own warm-up: on a warm machine prefer
-ITERS from the last run's rate), MAXMIN (checkpoint and stop, a safety net), BATCH, DEV.
+(weights to start from, default .gpu/init-model.pt), LR, BATCH, SEED, FLOOR (--step-floor), MSE
+(--mse-weight), CHROMA (--chroma-weight), BLOCKS ("4,4,2"), DEV, and the length, one of:
+  TRAIN_SECONDS: train for about this many seconds of this process's life. The first PROBE_END
+    iterations (warm-up, whose learning rates do not depend on the run's length) are run in two
+    legs and the second leg's rate sizes the schedule; the checkpoint's length is then rewritten
+    and the run resumed, so the decay ends inside the time. Two drivers can share one GPU: each
+    measures the rate it actually gets.
+  ITERS: a fixed schedule. MINUTES: sized by plan_iterations' 30 s probe (counts its warm-up).
+MAXMIN checkpoints and stops, a safety net. With OUT set, the result comes back as
+``$OUT/NAME.pt`` (weights, config and iteration count: enough for ``lpimg release`` and
+``--init-from``; no Adam moments, so not resumable) plus NAME.log.jsonl, NAME = RUN's last part.
 """
 import json
 import os
 import sys
 import time
 
-sys.path.insert(0, os.getcwd())
-from lpimg.codec.model import ModelConfig  # noqa: E402
-from lpimg.codec.train import TrainConfig, pack_checkpoint, plan_iterations, train  # noqa: E402
+import torch
 
-run = os.environ.get("RUN", "/tmp/lpimg-gpu")
-blocks = tuple(int(b) for b in os.environ.get("BLOCKS", "2,2,2").split(","))
-dev = os.environ.get("DEV", "cuda")
-cfg = TrainConfig(data=[".gpu/data"], out=run, batch=int(os.environ.get("BATCH", "32")), lmbda=100.0,
-                  mse_weight=8.0, chroma_weight=12.0, clamp_latents=True, noise_mix=0.5, qat_start=0.0,
-                  phase_prefixes=0.4, init_from=os.environ.get("INIT", ".gpu/init-model.pt"),
-                  freeze_encoder=True, lr=float(os.environ.get("LR", "1.5e-4")), threads=4,
-                  checkpoint_every=500,
-                  model=ModelConfig(dec_spread=True, dec_blocks=blocks).to_dict())
-t0 = time.time()
-if "ITERS" in os.environ:
-    cfg.iterations, rate = int(os.environ["ITERS"]), 0.0
+sys.path.insert(0, os.getcwd())
+from lpimg.codec import train as train_mod  # noqa: E402
+from lpimg.codec.model import ModelConfig  # noqa: E402
+from lpimg.codec.train import TrainConfig, plan_iterations, train  # noqa: E402
+
+T0 = time.time()
+env = os.environ.get
+run = env("RUN", "/tmp/lpimg-gpu")
+init = env("INIT", ".gpu/init-model.pt")
+dev = env("DEV", "cuda")
+base = torch.load(init, map_location="cpu", weights_only=False).get("train_config") or {}
+model = dict(base.get("model") or ModelConfig(dec_spread=True).to_dict())
+if env("BLOCKS"):
+    model["dec_blocks"] = [int(b) for b in env("BLOCKS").split(",")]
+cfg = TrainConfig(
+    data=[".gpu/data"], out=run, batch=int(env("BATCH", "32")), patch=int(base.get("patch", 128)),
+    lr=float(env("LR", base.get("lr", 5e-5))), lmbda=float(base.get("lmbda", 100.0)),
+    mse_weight=float(env("MSE", base.get("mse_weight", 4.0))),
+    chroma_weight=float(env("CHROMA", base.get("chroma_weight", 24.0))),
+    step_floor=float(env("FLOOR", base.get("step_floor", 8.0))),
+    prefix_span=int(base.get("prefix_span", 11)), clamp_latents=True,
+    noise_mix=float(env("NOISE", base.get("noise_mix", 0.0))), qat_start=0.0,
+    phase_prefixes=float(base.get("phase_prefixes", 0.4)),
+    first_prefixes=float(base.get("first_prefixes", 0.0)), init_from=init, freeze_encoder=True,
+    seed=int(env("SEED", "0")), threads=int(env("THREADS", "4")), checkpoint_every=500,
+    model=model)
+
+# every resume reloads the training images; decode them once per process
+_images: dict = {}
+_load = train_mod.load_training_images
+train_mod.load_training_images = lambda roots, min_side=128: _images.setdefault(
+    (tuple(roots), min_side), _load(roots, min_side))
+
+maxmin = float(env("MAXMIN", "8"))
+if "TRAIN_SECONDS" in os.environ:
+    deadline = T0 + float(env("TRAIN_SECONDS"))
+    a, b = int(env("PROBE_START", "300")), int(env("PROBE_END", "900"))
+    cfg.iterations = 10**6  # placeholder: below 1,000 the schedule is warm-up whatever the length
+    ckpt = train(cfg, progress=False, device=dev, stop_at=a)
+    t1 = time.time()
+    train(cfg, resume=True, progress=False, device=dev, stop_at=b)
+    rate = (b - a) / (time.time() - t1)
+    n = b + int(rate * max(0.0, deadline - time.time()) * 0.96)
+    n = max(n // cfg.checkpoint_every * cfg.checkpoint_every, 2000)
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    ck["train_config"]["iterations"] = n
+    torch.save(ck, ckpt)
+    print(f"{run}: {rate:.1f} it/s measured over iterations {a}-{b}; schedule {n} iterations",
+          flush=True)
+    train(cfg, resume=True, progress=False, device=dev, max_minutes=maxmin)
 else:
-    cfg.iterations, rate = plan_iterations(cfg, minutes=float(os.environ["MINUTES"]), device=dev,
-                                           probe_minutes=float(os.environ.get("PROBE", "0.5")))
-print(f"planned {cfg.iterations} iterations at {rate:.2f} it/s", flush=True)
-train(cfg, progress=False, device=dev, max_minutes=float(os.environ.get("MAXMIN", "8")),
-      stop_at=int(os.environ["STOP"]) if "STOP" in os.environ else None)
-print(f"done in {time.time() - t0:.0f} s", flush=True)
-if os.environ.get("OUT"):
-    dest = os.path.join(os.environ["OUT"], "run")
-    pack_checkpoint(run, dest)
-    print(json.dumps(sorted(os.listdir(dest))), flush=True)
+    if "ITERS" in os.environ:
+        cfg.iterations, rate = int(env("ITERS")), 0.0
+    else:
+        cfg.iterations, rate = plan_iterations(cfg, minutes=float(env("MINUTES")), device=dev,
+                                               probe_minutes=float(env("PROBE", "0.5")))
+    print(f"planned {cfg.iterations} iterations at {rate:.2f} it/s", flush=True)
+    train(cfg, progress=False, device=dev, max_minutes=maxmin)
+print(f"{run}: done in {time.time() - T0:.0f} s", flush=True)
+if env("OUT"):
+    ck = train_mod.load_checkpoint(train_mod.Path(run))
+    name = os.path.basename(run.rstrip("/"))
+    keep = {k: ck[k] for k in ("train_config", "model", "iteration")}
+    keep["train_config"]["data"] = ["../shared/data/train"]
+    torch.save(keep, os.path.join(env("OUT"), f"{name}.pt"))
+    with open(os.path.join(run, "log.jsonl")) as src, \
+            open(os.path.join(env("OUT"), f"{name}.log.jsonl"), "w") as dst:
+        dst.write(src.read())
+    lines = open(os.path.join(run, "log.jsonl")).read().splitlines()
+    print(json.dumps({"run": name, "iteration": keep["iteration"],
+                      "last": lines[-1] if lines else None}), flush=True)
