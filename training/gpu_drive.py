@@ -88,9 +88,10 @@ if env("OUT"):
     keep = {k: ck[k] for k in ("train_config", "model", "iteration")}
     keep["train_config"]["data"] = ["../shared/data/train"]
     torch.save(keep, os.path.join(env("OUT"), f"{name}.pt"))
-    with open(os.path.join(run, "log.jsonl")) as src, \
-            open(os.path.join(env("OUT"), f"{name}.log.jsonl"), "w") as dst:
-        dst.write(src.read())
-    lines = open(os.path.join(run, "log.jsonl")).read().splitlines()
+    with open(os.path.join(run, "log.jsonl")) as src:
+        log = src.read()
+    with open(os.path.join(env("OUT"), f"{name}.log.jsonl"), "w") as dst:
+        dst.write(log)
+    lines = log.splitlines()
     print(json.dumps({"run": name, "iteration": keep["iteration"],
                       "last": lines[-1] if lines else None}), flush=True)
