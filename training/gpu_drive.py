@@ -20,12 +20,12 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
 sys.path.insert(0, os.getcwd())
 from lpimg.codec import train as train_mod  # noqa: E402
-from lpimg.codec.model import ModelConfig  # noqa: E402
 from lpimg.codec.train import TrainConfig, plan_iterations, train  # noqa: E402
 
 T0 = time.time()
@@ -33,22 +33,18 @@ env = os.environ.get
 run = env("RUN", "/tmp/lpimg-gpu")
 init = env("INIT", ".gpu/init-model.pt")
 dev = env("DEV", "cuda")
-base = torch.load(init, map_location="cpu", weights_only=False).get("train_config") or {}
-model = dict(base.get("model") or ModelConfig(dec_spread=True).to_dict())
+base = torch.load(init, map_location="cpu", weights_only=False)["train_config"]
+model = dict(base["model"])
 if env("BLOCKS"):
     model["dec_blocks"] = [int(b) for b in env("BLOCKS").split(",")]
-cfg = TrainConfig(
-    data=[".gpu/data"], out=run, batch=int(env("BATCH", "32")), patch=int(base.get("patch", 128)),
-    lr=float(env("LR", base.get("lr", 5e-5))), lmbda=float(base.get("lmbda", 100.0)),
-    mse_weight=float(env("MSE", base.get("mse_weight", 4.0))),
-    chroma_weight=float(env("CHROMA", base.get("chroma_weight", 24.0))),
-    step_floor=float(env("FLOOR", base.get("step_floor", 8.0))),
-    prefix_span=int(base.get("prefix_span", 11)), clamp_latents=True,
-    noise_mix=float(env("NOISE", base.get("noise_mix", 0.0))), qat_start=0.0,
-    phase_prefixes=float(base.get("phase_prefixes", 0.4)),
-    first_prefixes=float(base.get("first_prefixes", 0.0)), init_from=init, freeze_encoder=True,
-    seed=int(env("SEED", "0")), threads=int(env("THREADS", "4")), checkpoint_every=500,
-    model=model)
+# INIT's run, with this machine's paths and the overrides the environment names
+cfg = replace(
+    TrainConfig(**base), data=[".gpu/data"], out=run, init_from=init, freeze_encoder=True,
+    batch=int(env("BATCH", "32")), lr=float(env("LR", base["lr"])),
+    mse_weight=float(env("MSE", base["mse_weight"])),
+    chroma_weight=float(env("CHROMA", base["chroma_weight"])),
+    step_floor=float(env("FLOOR", base["step_floor"])), noise_mix=float(env("NOISE", base["noise_mix"])),
+    seed=int(env("SEED", "0")), threads=int(env("THREADS", "4")), checkpoint_every=500, model=model)
 
 # every resume reloads the training images; decode them once per process
 _images: dict = {}
