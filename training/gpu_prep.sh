@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Prepare .gpu/ (git-ignored via .git/info/exclude) for a lent GPU: see training/GPU.md.
-# Usage: bash training/gpu_prep.sh [RUN_TO_START_FROM]   (default training/lpimg-c10)
+# Usage: bash training/gpu_prep.sh [RUN_TO_START_FROM]   (default training/lpimg-c12)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-src=${1:-training/lpimg-c10}
+src=${1:-training/lpimg-c12}
 mkdir -p .gpu .git/info
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 [ -d .gpu/data ] || { cp -r ../shared/data/train .gpu/data && chmod -R u+w .gpu/data; }
