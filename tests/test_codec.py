@@ -97,17 +97,14 @@ def test_unknown_positions_take_their_known_neighbours_mean():
 def test_first_layers_render_the_unknown_positions_from_their_neighbours(codec):
     """After the first quarter the other positions know nothing; the decoder fills them from
     their known neighbours instead of rendering the prior mean (grey holes), and a state where
-    every position knows something renders exactly as before."""
+    every position knows something renders exactly as before. Judged on four crops of a real
+    photo (the synthetic ones are all edges), by their mean error: the gain differs from crop
+    to crop, and on one of them (64:320, 96:416) lpimg-c12 renders the holes about as well as
+    the fill does (3,287 against 3,266), where lpimg-c10 gained 3 %."""
     from lpimg.codec.model import interval_expectation, known_interval
     from lpimg.demo import SAMPLE
 
-    img = load_image(SAMPLE)[64:320, 96:416]  # a real photo: the synthetic ones are all edges
-    enc = codec.encoder(img)
-    dec = codec.decoder(enc.header)
-    layers = enc.encode_all()
-    dec.apply(*layers[0])
-
-    def unfilled() -> np.ndarray:
+    def unfilled(dec) -> np.ndarray:
         q = torch.from_numpy(dec.bitplanes.q.astype(np.int64))
         n = torch.from_numpy(dec.bitplanes.coarse_passes.astype(np.int64))[None]
         lo, hi = known_interval(q, n, dec.bitplanes.top)
@@ -115,13 +112,22 @@ def test_first_layers_render_the_unknown_positions_from_their_neighbours(codec):
         y = interval_expectation(codec._pmf, lo, hi, chan).to(torch.float32)
         return codec.render(y, 320, 256, hi - lo)
 
-    err = lambda rec: float(np.mean((rec.astype(float) - img) ** 2))  # noqa: E731
-    assert (dec.bitplanes.coarse_passes == 0).any()
-    assert err(dec.reconstruct()) < err(unfilled())
-    for spec, data in layers[1:3]:
-        dec.apply(spec, data)
-    assert (dec.bitplanes.coarse_passes > 0).all()
-    assert np.array_equal(dec.reconstruct(), unfilled())
+    photo_ = load_image(SAMPLE)
+    filled, holes = [], []
+    for y, x in ((64, 96), (0, 0), (192, 0), (128, 128)):
+        img = photo_[y:y + 256, x:x + 320]
+        enc = codec.encoder(img)
+        dec = codec.decoder(enc.header)
+        layers = enc.encode_all()
+        dec.apply(*layers[0])
+        assert (dec.bitplanes.coarse_passes == 0).any()
+        filled.append(float(np.mean((dec.reconstruct().astype(float) - img) ** 2)))
+        holes.append(float(np.mean((unfilled(dec).astype(float) - img) ** 2)))
+        for spec, data in layers[1:3]:
+            dec.apply(spec, data)
+        assert (dec.bitplanes.coarse_passes > 0).all()
+        assert np.array_equal(dec.reconstruct(), unfilled(dec))
+    assert np.mean(filled) < 0.97 * np.mean(holes)
 
 
 def test_encoding_is_deterministic(codec):
