@@ -68,11 +68,15 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 def _cmd_release(args: argparse.Namespace) -> int:
     from lpimg.codec.pipeline import LearnedCodec
-    from lpimg.codec.release import fit_tables, load_trained_model, write_release
+    from lpimg.codec.release import average_trained_models, fit_tables, load_trained_model, write_release
 
-    model = load_trained_model(args.checkpoint)
+    if len(args.checkpoint) == 1:
+        model = load_trained_model(args.checkpoint[0])
+    else:  # the mean of the runs' weights
+        model = average_trained_models(args.checkpoint)
     tables = fit_tables(model, args.data, max_images=args.max_images, progress=not args.quiet)
-    out = write_release(model, tables, args.out, {"source": str(args.checkpoint),
+    source = [str(c) for c in args.checkpoint]
+    out = write_release(model, tables, args.out, {"source": source[0] if len(source) == 1 else source,
                                                   "data": args.data})
     codec = LearnedCodec.load(out)
     print(f"{out}: model id {codec.model_id:#06x}, {out.stat().st_size / 1e6:.2f} MB")
@@ -278,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_pack)
 
     p = sub.add_parser("release", help="fit integer tables and write shippable weights")
-    p.add_argument("checkpoint", help="checkpoint.pt, final.pt, or a (packed) run directory")
+    p.add_argument("checkpoint", nargs="+",
+                   help="checkpoint.pt, final.pt, or a (packed) run directory; several runs of one "
+                        "architecture are averaged, weight by weight")
     p.add_argument("--data", nargs="+", default=["../shared/data/train"])
     p.add_argument("--max-images", type=int, default=400)
     p.add_argument("--out", default=f"lpimg/codec/weights/{DEFAULT_MODEL}.pt")

@@ -118,6 +118,32 @@ def test_release_from_checkpoint(data_dir, tmp_path):
     assert np.array_equal(dec.bitplanes.q, enc.latents)
 
 
+def test_release_averages_runs_of_one_architecture(data_dir, tmp_path):
+    """`lpimg release A B`: every float weight is the mean of the runs'; runs of another
+    architecture are refused, not silently mixed."""
+    import dataclasses
+
+    from lpimg.codec.release import average_trained_models
+
+    train(config(data_dir, tmp_path / "a", iterations=2), progress=False)
+    train(dataclasses.replace(config(data_dir, tmp_path / "b", iterations=2), seed=1), progress=False)
+    a, b = (load_trained_model(tmp_path / r / "checkpoint.pt").state_dict() for r in "ab")
+    mean = average_trained_models([tmp_path / "a", tmp_path / "b"]).state_dict()
+    differing = [k for k, v in a.items() if v.is_floating_point() and not torch.equal(v, b[k])]
+    assert differing
+    for k in differing:
+        assert torch.allclose(mean[k], (a[k] + b[k]) / 2, atol=1e-6), k
+    same = average_trained_models([tmp_path / "a", tmp_path / "a"]).state_dict()
+    assert all(torch.equal(same[k], v) for k, v in a.items())
+    wider = dataclasses.replace(config(data_dir, tmp_path / "w", iterations=2),
+                                model=dict(TINY, dec_channels=16))
+    train(wider, progress=False)
+    with pytest.raises(CodecError, match="architecture"):
+        average_trained_models([tmp_path / "a", tmp_path / "w"])
+    with pytest.raises(CodecError, match="nothing"):
+        average_trained_models([])
+
+
 def test_a_synthesis_alone_trains_against_a_frozen_encoder_and_keeps_the_model_id(data_dir, tmp_path):
     """--freeze-encoder: the analysis and density keep --init-from's weights (the synthesis may
     be wider and starts afresh then), so the released weights have the source's model id: a

@@ -40,6 +40,36 @@ def load_trained_model(path: str | Path) -> Codec:
     return model.eval()
 
 
+def average_trained_models(paths: list[str | Path]) -> Codec:
+    """One model whose every floating-point weight is the mean of the runs' (a "model soup").
+
+    Runs that start from the same weights and differ in seed or learning rate end in nearby
+    minima; their mean is often better than either (lpimg-c12a and c12b: -0.1 % on the
+    selection set). Averaging unrelated runs gives nonsense, so the runs must share the
+    architecture exactly; integer buffers must be equal too.
+    """
+    if not paths:
+        raise CodecError("nothing to average")
+    models = [load_trained_model(p) for p in paths]
+    first = models[0]
+    states = [m.state_dict() for m in models]
+    for path, m, st in zip(paths[1:], models[1:], states[1:], strict=True):
+        if m.cfg != first.cfg or st.keys() != states[0].keys() or any(
+                v.shape != states[0][k].shape for k, v in st.items()):
+            raise CodecError(f"{path}: not the architecture of {paths[0]}; only runs of one "
+                             "architecture can be averaged")
+    mean = {}
+    for k, v in states[0].items():
+        if v.is_floating_point():
+            mean[k] = torch.stack([st[k].double() for st in states]).mean(0).to(v.dtype)
+        elif all(torch.equal(st[k], v) for st in states[1:]):
+            mean[k] = v
+        else:
+            raise CodecError(f"{k}: integer state differs between the runs; it cannot be averaged")
+    first.load_state_dict(mean)
+    return first.eval()
+
+
 def fit_tables(model: Codec, data: list[str], max_images: int = 400, progress: bool = True) -> CodecTables:
     """The model's integer tables: its density, and the significance and sign statistics of the
     latents of up to ``max_images`` training images (Kodak refused)."""
