@@ -68,12 +68,9 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 def _cmd_release(args: argparse.Namespace) -> int:
     from lpimg.codec.pipeline import LearnedCodec
-    from lpimg.codec.release import average_trained_models, fit_tables, load_trained_model, write_release
+    from lpimg.codec.release import average_trained_models, fit_tables, write_release
 
-    if len(args.checkpoint) == 1:
-        model = load_trained_model(args.checkpoint[0])
-    else:  # the mean of the runs' weights
-        model = average_trained_models(args.checkpoint)
+    model = average_trained_models(args.checkpoint)  # one run: its weights as they are
     tables = fit_tables(model, args.data, max_images=args.max_images, progress=not args.quiet)
     source = [str(c) for c in args.checkpoint]
     out = write_release(model, tables, args.out, {"source": source[0] if len(source) == 1 else source,

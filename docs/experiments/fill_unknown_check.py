@@ -16,7 +16,6 @@ import torch
 from pytorch_msssim import ms_ssim
 
 from lpimg.codec.image import load_image
-from lpimg.codec.model import interval_expectation, known_interval
 from lpimg.codec.pipeline import LearnedCodec
 from lpimg.demo import SAMPLE
 
@@ -39,11 +38,8 @@ for f in files:
     enc = codec.encoder(img)
     dec = codec.decoder(enc.header)
     dec.apply(*enc.encode_all()[0])
-    q = torch.from_numpy(dec.bitplanes.q.astype(np.int64))
-    n = torch.from_numpy(dec.bitplanes.coarse_passes.astype(np.int64))[None]
-    lo, hi = known_interval(q, n, dec.bitplanes.top)
-    chan = torch.arange(q.shape[0])[:, None, None].expand_as(q)
-    holes = codec.render(interval_expectation(codec._pmf, lo, hi, chan).to(torch.float32), w, h, hi - lo)
+    b = dec.bitplanes
+    holes = codec.synthesize(b.q, b.coarse_passes, b.top, w, h, fill=False)
     filled = dec.reconstruct()
     mse = [float(np.mean((r.astype(float) - img) ** 2)) for r in (filled, holes)]
     rows.append(mse + [msssim(filled, img), msssim(holes, img)])

@@ -178,14 +178,18 @@ class LearnedCodec:
 
     @torch.no_grad()
     def synthesize(self, q_partial: np.ndarray, passes: np.ndarray, top: int,
-                   width: int, height: int) -> np.ndarray:
-        """Partially known latents -> uint8 picture of exactly width x height."""
+                   width: int, height: int, fill: bool = True) -> np.ndarray:
+        """Partially known latents -> uint8 picture of exactly width x height. ``fill=False``
+        leaves the positions that know nothing at the prior's expectation instead of filling
+        them from their neighbours: only to measure what the fill is worth."""
         q = torch.from_numpy(q_partial.astype(np.int64))
         n = torch.from_numpy(passes.astype(np.int64))[None]
         lo, hi = known_interval(q, n, top)
         chan = torch.arange(q.shape[0])[:, None, None].expand_as(q)
         y = interval_expectation(self._pmf, lo, hi, chan).to(torch.float32)
-        y, spread = fill_unknown(y, (hi - lo).to(torch.float32), n == 0)
+        spread = (hi - lo).to(torch.float32)
+        if fill:
+            y, spread = fill_unknown(y, spread, n == 0)
         return self.render(y, width, height, spread)
 
     @torch.no_grad()
