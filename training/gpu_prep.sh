@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # Prepare .gpu/ (git-ignored via .git/info/exclude) for a lent GPU: see training/GPU.md.
-# Usage: bash training/gpu_prep.sh [RUN_TO_START_FROM]   (default training/lpimg-c12)
+# Usage: bash training/gpu_prep.sh [RUN ...]   (default: training/lpimg-h5a training/lpimg-h5b)
+# Several runs of one architecture start the next lease from their average (as `lpimg release`
+# averages them for the shipped weights, but in float32); the objective is the first run's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-src=${1:-training/lpimg-c12}
+[ $# -gt 0 ] || set -- training/lpimg-h5a training/lpimg-h5b
 mkdir -p .gpu .git/info
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 [ -d .gpu/data ] || { cp -r ../shared/data/train .gpu/data && chmod -R u+w .gpu/data; }
-.venv/bin/python - "$src" <<'PY'
+.venv/bin/python - "$@" <<'PY'
 import sys
 from pathlib import Path
 import torch
+from lpimg.codec.release import average_trained_models
 from lpimg.codec.train import load_checkpoint
-ck = load_checkpoint(Path(sys.argv[1]))
+runs = sys.argv[1:]
+config = load_checkpoint(Path(runs[0]))["train_config"]
+state = average_trained_models(runs).state_dict()  # one run: its own weights
 # weights only (no Adam moments), with the architecture, so init_from rebuilds nothing wrong
-torch.save({"model": ck["model"], "train_config": ck["train_config"]}, ".gpu/init-model.pt")
-print(f".gpu/init-model.pt from {sys.argv[1]} (iteration {ck['iteration']})")
+torch.save({"model": state, "train_config": config}, ".gpu/init-model.pt")
+print(f".gpu/init-model.pt: the mean of {', '.join(runs)}")
 PY
 # the wheels the machine's python lacks (training needs pytorch-msssim; the tests constriction)
 .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
