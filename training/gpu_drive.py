@@ -1,11 +1,14 @@
-"""Run on the lent GPU: a synthesis-only run (see training/GPU.md); copied to .gpu/ by gpu_prep.sh.
+"""Run on the lent GPU: a synthesis-only run, or with JOINT=1 a whole-model one (analysis and
+density trained too, as lpimg-j1 was: a new model id); see training/GPU.md. Copied to .gpu/ by
+gpu_prep.sh.
 
 The objective and architecture default to those of the run INIT came from (its saved
 ``train_config``), so a lease continues the last CPU run rather than an older recipe.
 
 Environment: RUN (output run directory, on the machine's /tmp so chained calls find it), INIT
 (weights to start from, default .gpu/init-model.pt), LR, BATCH, SEED, FLOOR (--step-floor), MSE
-(--mse-weight), CHROMA (--chroma-weight), BLOCKS ("4,4,2"), DEV, and the length, one of:
+(--mse-weight), CHROMA (--chroma-weight), BLOCKS ("4,4,2"), JOINT ("1": no --freeze-encoder), DEV,
+and the length, one of:
   TRAIN_SECONDS: train for about this many seconds of this process's life. The first PROBE_END
     iterations (warm-up, whose learning rates do not depend on the run's length) are run in two
     legs and the second leg's rate sizes the schedule; the checkpoint's length is then rewritten
@@ -39,7 +42,7 @@ if env("BLOCKS"):
     model["dec_blocks"] = [int(b) for b in env("BLOCKS").split(",")]
 # INIT's run, with this machine's paths and the overrides the environment names
 cfg = replace(
-    TrainConfig(**base), data=[".gpu/data"], out=run, init_from=init, freeze_encoder=True,
+    TrainConfig(**base), data=[".gpu/data"], out=run, init_from=init, freeze_encoder=env("JOINT", "0") != "1",
     batch=int(env("BATCH", "32")), lr=float(env("LR", base["lr"])),
     mse_weight=float(env("MSE", base["mse_weight"])),
     chroma_weight=float(env("CHROMA", base["chroma_weight"])),

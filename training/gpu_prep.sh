@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Prepare .gpu/ (git-ignored via .git/info/exclude) for a lent GPU: see training/GPU.md.
-# Usage: bash training/gpu_prep.sh [RUN ...]   (default: training/lpimg-h5a training/lpimg-h5b)
+# Usage: bash training/gpu_prep.sh [RUN ...]   (default: training/lpimg-j1a training/lpimg-j1b)
 # Several runs of one architecture start the next lease from their average (as `lpimg release`
 # averages them for the shipped weights, but in float32); the objective is the first run's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -gt 0 ] || set -- training/lpimg-h5a training/lpimg-h5b
+[ $# -gt 0 ] || set -- training/lpimg-j1a training/lpimg-j1b
 mkdir -p .gpu .git/info
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 [ -d .gpu/data ] || { cp -r ../shared/data/train .gpu/data && chmod -R u+w .gpu/data; }
@@ -27,7 +27,7 @@ PY
     pytorch-msssim==1.0.0 constriction==0.5.0 -d .gpu
 cp training/gpu_drive.py .gpu/drive.py
 cat > .gpu/run.sh <<'SH'
-# Two synthesis-only runs side by side on the one GPU, each measuring the rate it gets (lpimg-h1
+# Two runs side by side on the one GPU (synthesis-only unless JOINT=1), each measuring the rate it gets (lpimg-h1
 # and h2: 23 iterations a second each at batch 32 with 4,4,2 blocks on an H200, 46 together), e.g.
 #   TRAIN_SECONDS=470 LR=6e-5 A="SEED=5" B="SEED=6 FLOOR=16" bash .gpu/run.sh
 set -e

@@ -3,4 +3,4 @@
 Its own module, free of torch, so command-line parsers can name it without loading the codec.
 """
 
-DEFAULT_MODEL = "lpimg-h5"
+DEFAULT_MODEL = "lpimg-j1"
