@@ -145,8 +145,8 @@ def _report(codec: Any, image: Any, path: Path, link: str, loss: float, seed: in
         decode_s = time.perf_counter() - t1
         cumulative += layer.size
         kind, plane = pass_kind(layer.pass_index, header.top_plane)
-        what = {"sigq": "sig A (1/2)", "sigo": "sig A (2/2)", "siga": "sig A", "sigb": "sig B",
-                "ref": "ref"}[kind]
+        what = {"sigq": "sig A (1/2)", "sigo": "sig A (2/2)", "sigh": "sig B (1/2)",
+                "sigv": "sig B (2/2)", "ref": "ref"}[kind]
         row = LayerRow(layer.index, f"{what} plane {plane}", layer.size, cumulative, airtime,
                        layer.at, psnr(rec, image), msssim(rec, image), rec)
         jp = jpeg_at_most(image, cumulative)

@@ -62,31 +62,43 @@ def tables() -> CodecTables:
     return laplace_tables(8, scales, q)
 
 
-def test_pass_order_splits_significance_into_phases_and_the_top_phase_a_into_quarters():
+def test_pass_order_splits_every_significance_pass_into_four_quarters():
     names = [pass_name(i, 2) for i in range(num_passes(2))]
-    assert names == ["sig2q", "sig2o", "sig2b", "sig1a", "sig1b", "ref1", "sig0a", "sig0b", "ref0"]
-    assert pass_kind(20, 6) == ("ref", 0) and num_passes(6) == 21
-    for bad in (-1, 21):
+    assert names == ["sig2q", "sig2o", "sig2h", "sig2v",
+                     "sig1q", "sig1o", "sig1h", "sig1v", "ref1",
+                     "sig0q", "sig0o", "sig0h", "sig0v", "ref0"]
+    assert pass_kind(33, 6) == ("ref", 0) and num_passes(6) == 34
+    for bad in (-1, 34):
         with pytest.raises(CodecError):
             pass_kind(bad, 6)
     with pytest.raises(CodecError):
         phase_positions("ref", 2, 2)
 
 
-def test_coarse_passes_follow_the_quarters_and_the_checkerboard():
-    # the top plane's significance completes at x, y even after pass 0, at x, y odd after pass 1,
-    # on the rest after pass 2; below it, phase A positions ((x + y) even) complete a
-    # significance pass one intra pass before phase B
+def test_position_classes_are_the_quarters_of_the_checkerboard():
+    h, w = 5, 6
+    yy, xx = np.indices((h, w))
+    expected = {"sigq": (xx % 2 == 0) & (yy % 2 == 0), "sigo": (xx % 2 == 1) & (yy % 2 == 1),
+                "sigh": (xx % 2 == 1) & (yy % 2 == 0), "sigv": (xx % 2 == 0) & (yy % 2 == 1)}
+    for kind, where in expected.items():
+        assert np.array_equal(phase_positions(kind, h, w), where), kind
+    assert np.array_equal(phase_positions("siga", h, w), first_phase(h, w))
+    assert np.array_equal(phase_positions("sigb", h, w), ~first_phase(h, w))
+
+
+def test_coarse_passes_follow_the_quarters():
+    # a plane's significance completes at x, y even one pass after it starts, then at x, y odd,
+    # then at x odd / y even, then at x even / y odd; its refinement everywhere at once
     counters = np.full((2, 2), 0)
-    steps = [(0, 0, 0), (1, 0, 0), (1, 1, 0), (1, 1, 1), (2, 2, 1), (2, 2, 2), (3, 3, 3),
-             (4, 4, 3), (4, 4, 4)]
-    for n, (q, o, b) in enumerate(steps):
+    steps = [(0, 0, 0, 0), (1, 0, 0, 0), (1, 1, 0, 0), (1, 1, 1, 0), (1, 1, 1, 1),
+             (2, 1, 1, 1), (2, 2, 1, 1), (2, 2, 2, 1), (2, 2, 2, 2), (3, 3, 3, 3),
+             (4, 3, 3, 3), (4, 4, 3, 3), (4, 4, 4, 3), (4, 4, 4, 4), (5, 5, 5, 5)]
+    assert len(steps) == num_passes(2) + 1
+    for n, (q, o, hq, vq) in enumerate(steps):
         counters[:] = n
         got = coarse_passes(counters, 2)
-        assert (got[0, 0], got[1, 1], got[0, 1], got[1, 0]) == (q, o, b, b), n
-    counters[:] = num_passes(2)
-    assert (coarse_passes(counters, 2) == 5).all()
-    assert [passes_covering(c, 2) for c in range(6)] == [0, 3, 5, 6, 8, 9]
+        assert (got[0, 0], got[1, 1], got[0, 1], got[1, 0]) == (q, o, hq, vq), n
+    assert [passes_covering(c, 2) for c in range(6)] == [0, 4, 8, 9, 13, 14]
 
 
 def test_first_layers_code_the_quarters_then_the_rest_of_phase_a(tables):
@@ -106,26 +118,33 @@ def test_first_layers_code_the_quarters_then_the_rest_of_phase_a(tables):
     assert np.array_equal(dec.q[:, half] != 0, top_bits[:, half])
 
 
-def test_the_quarters_cost_what_one_phase_a_layer_would(tables):
-    """The quarters are phase A cut in two for delivery, coded with phase A's contexts: their
-    information is that of one phase A layer over both (only a second range coder's flush is
-    added), so the preview costs less without the stream costing more."""
+@pytest.mark.parametrize("plane_offset", [0, 1])
+def test_the_quarters_cost_what_whole_phases_would(tables, plane_offset):
+    """The quarters only cut a phase's decisions into layers, with the whole phase's contexts:
+    their information is that of one layer per phase (only the extra range coders' flushes are
+    added), so a server gets four places to stop per plane without the stream costing more."""
     from lpimg.codec.bitplane import _Encoding, _significance_phase
 
     q, _ = random_latents(9, h=16, w=16)
     enc = BitplaneEncoder(q, tables)
-    quarters = [len(enc.encode(spec)) for spec in enc.default_layers()[:2]]
-    whole = constriction.stream.queue.RangeEncoder()
-    known = np.zeros_like(enc.q)
-    _significance_phase(known, np.ones((16, 16), bool), enc.top, "siga", tables,
-                        _Encoding(enc.q, enc.mag, whole))
+    first = 0 if plane_offset == 0 else 4 + 5 * (plane_offset - 1)
+    for spec in enc.default_layers()[:first]:
+        enc.encode(spec)
+    known = enc.known.copy()
+    plane = enc.top - plane_offset
+    quarters = [len(enc.encode(spec)) for spec in enc.default_layers()[first:first + 4]]
+    everywhere = np.ones((16, 16), bool)
+    whole = []
+    for kind in ("siga", "sigb"):
+        coder = constriction.stream.queue.RangeEncoder()
+        _significance_phase(known, everywhere, plane, kind, tables, _Encoding(enc.q, enc.mag, coder))
+        whole.append(len(coder.get_compressed()) * 4)
     assert np.array_equal(known, enc.known)  # the same decisions, the same state
-    one = len(whole.get_compressed()) * 4
-    assert one - 8 <= sum(quarters) <= one + 8
+    assert sum(whole) - 16 <= sum(quarters) <= sum(whole) + 16
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), cut=st.integers(0, 21))
+@given(seed=st.integers(0, 10_000), cut=st.integers(0, 34))
 def test_every_prefix_decodes_to_an_interval_holding_the_truth(tables, seed, cut):
     q, _ = random_latents(seed)
     enc = BitplaneEncoder(q, tables)

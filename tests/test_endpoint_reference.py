@@ -299,7 +299,7 @@ def test_the_manifest_names_a_reference_completely_or_not_at_all() -> None:
     assert manifest.reference_id == 0x0102 and manifest.reference_hash == bytes(range(8))
     assert manifest.extra[RESIDUAL_ID_KEY] == 0x1234
     header = stream_header(7, (96, 64), manifest)
-    assert header.condition == condition and header.top_plane == 6 and header.total_passes == 22
+    assert header.condition == condition and header.top_plane == 6 and header.total_passes == 35
     assert stream_header(7, (96, 64), Manifest(extra={24: 6})).condition is None
     bad = [
         Manifest(reference_id=1, extra={24: 6, RESIDUAL_ID_KEY: 1}),  # no hash

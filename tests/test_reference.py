@@ -135,7 +135,7 @@ def test_an_unchanged_frame_costs_a_few_bytes(codec, tables):
 
     # against a partial reference the mode map alone gives back the reference's picture, and
     # later layers refine the picture below the reference's precision
-    part, part_dec = intra_state(codec, img, 3)
+    part, part_dec = intra_state(codec, img, 4)  # the whole top plane
     enc = ConditionalEncoder(codec, img, part, tables=tables)
     layers = enc.encode_all()
     assert (enc.modes == SKIP).all() and len(layers[0][1]) <= 4
@@ -331,9 +331,9 @@ def test_drift_budget_counts_a_free_picture_as_zero_bytes():
 
 
 def test_conditional_passes_split_significance_into_phases(codec, tables):
-    """A conditional stream has the intra stream's passes (3T+3 after the tile-mode map): a
-    phase A layer (or a top plane's quarter) refines only the (x + y)-even positions it codes,
-    phase B the others, so a server can stop at a quarter or half a plane; a skipped position
+    """A conditional stream has the intra stream's passes (5T+4 after the tile-mode map): a
+    phase A quarter refines only the (x + y)-even positions it codes, a phase B quarter only
+    the others, so a server can stop at any quarter of a plane; a skipped position
     starts where every position class knows what the reference knew."""
     from lpimg.codec.bitplane import coarse_passes, num_passes, pass_kind, phase_positions
     from lpimg.codec.tables import first_phase
@@ -361,9 +361,9 @@ def test_conditional_passes_split_significance_into_phases(codec, tables):
         seen.add(kind)
         if kind != "ref":
             assert not (grew & ~phase_positions(kind, *even.shape)).any()
-        if kind in ("sigq", "sigo", "siga"):
+        if kind in ("sigq", "sigo"):
             assert not (grew & ~even).any()
-        elif kind == "sigb":
+        elif kind in ("sigh", "sigv"):
             assert not (grew & even).any()
-    assert seen == {"sigq", "sigo", "siga", "sigb", "ref"}
+    assert seen == {"sigq", "sigo", "sigh", "sigv", "ref"}
     assert np.array_equal(dec.q, enc.latents)

@@ -33,10 +33,10 @@ run() {  # run NAME CORE COMMAND...: stdout to OUT/NAME.out, stderr to OUT/NAME.
     run fixedcam-50 1 $L bench fixedcam --frames ../shared/data/fixedcam --step 50 --chains 4 \
         --drift-frames 100 --drift-step 4 --json "${m[@]}"
     run fixedcam-250 1 $L bench fixedcam --frames ../shared/data/fixedcam --step 250 --chains 8 --json "${m[@]}"
-    run fixedcam-link-1 1 $L bench fixedcam-link --count 8 --step 25 --layers 5 --loss 0.2 --json "${m[@]}"
-    run fixedcam-link-2 1 $L bench fixedcam-link --count 8 --step 25 --layers 7 --downlink-loss 0.2 \
+    run fixedcam-link-1 1 $L bench fixedcam-link --count 8 --step 25 --layers 8 --loss 0.2 --json "${m[@]}"
+    run fixedcam-link-2 1 $L bench fixedcam-link --count 8 --step 25 --layers 11 --downlink-loss 0.2 \
         --json "${m[@]}"
-    run fixedcam-link-3 1 $L bench fixedcam-link --count 8 --step 25 --layers 5 \
+    run fixedcam-link-3 1 $L bench fixedcam-link --count 8 --step 25 --layers 8 \
         --link lorawan-eu868:dr0 --loss 0.1 --json "${m[@]}"
     run demo 1 $L demo "${m[@]}"
 ) &

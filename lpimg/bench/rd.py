@@ -33,7 +33,7 @@ def _images(folder: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
     return [(p.name, load_image(p)) for p in paths[:limit]]
 
 
-_KIND_ORDER = ("sigq", "sigo", "siga", "sigb", "ref")
+_KIND_ORDER = ("sigq", "sigo", "sigh", "sigv", "ref")
 
 
 def measure_lpimg(codec, images, progress) -> tuple[dict, dict, dict]:  # noqa: ANN001

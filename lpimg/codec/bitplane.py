@@ -9,12 +9,16 @@ define what a decoder knows of every position (:func:`known_latents`,
 :func:`lpimg.codec.model.known_interval`), and a reference state counts them.
 
 A stream (intra, or reference-coded: :mod:`lpimg.codec.reference`) sends every coarse
-significance pass as two *phases*, each its own pass: phase A codes the (x + y)-even positions,
-phase B the others with contexts that see phase A's results. The top plane's phase A is itself
-sent in two *quarters*: the positions with x and y even, then those with x and y odd, so that the
-first layer of a stream carries about a quarter of the positions' top bits (a preview within 500
-bytes for a 640x480 photo). 3T+3 passes in all (:func:`pass_kind`), so a server can stop at a
-quarter or half a plane; :func:`coarse_passes` says what a position knows after them.
+significance pass as four *quarters*, each its own pass, over the four position classes of the
+grid: Q (x and y even), O (x and y odd), H (x odd, y even) and V (x even, y odd). Q and O together
+are phase A (the (x + y)-even checkerboard), coded with contexts from what was known before the
+plane; H and V are phase B, whose contexts also see phase A's results at this plane. The quarters
+only cut the decisions of a phase into separately delivered layers: every probability is the one
+the undivided phase would use (no quarter's context sees a result of the other quarter of its
+phase), so a stream costs the same few bytes more than whole phases would (one range-coder flush
+per layer) and a server can stop at a quarter of any plane. The first layer of a stream carries a
+quarter of the positions' top bits (a preview within 500 bytes for a 640x480 photo). 5T+4 passes
+in all (:func:`pass_kind`); :func:`coarse_passes` says what a position knows after them.
 
 A *layer* is one pass over a rectangle of latent positions (the whole grid by default). Both ends
 keep a per-position pass counter ``passes[y, x]``; a layer (j, region) codes pass j for the
@@ -91,34 +95,36 @@ def num_coarse_passes(top: int) -> int:
     return 2 * top + 1
 
 
-_KINDS = ("siga", "sigb", "ref")
+SIG_KINDS = ("sigq", "sigo", "sigh", "sigv")
+_PLANE_KINDS = (*SIG_KINDS, "ref")
+_TOP_PASSES = len(SIG_KINDS)  # the top plane has nothing to refine
+_PASSES_PER_PLANE = len(_PLANE_KINDS)
 
 
 def pass_kind(index: int, top: int) -> tuple[str, int]:
-    """("sigq" | "sigo" | "siga" | "sigb" | "ref", plane) of pass ``index`` of a stream with top
+    """("sigq" | "sigo" | "sigh" | "sigv" | "ref", plane) of pass ``index`` of a stream with top
     plane ``top``.
 
-    siga/sigb: phase A / phase B of the significance of ``plane`` (the (x + y)-even positions,
-    then the others). The top plane's phase A is sent as sigq (x and y even) then sigo (x and y
-    odd), and the top plane has no refinement pass: sigq, sigo, sigb, then siga, sigb, ref for
-    every lower plane.
+    sigq/sigo: the two quarters of phase A of the significance of ``plane`` (x and y even, then x
+    and y odd); sigh/sigv: the two of phase B (x odd and y even, then x even and y odd). The top
+    plane has no refinement pass: sigq, sigo, sigh, sigv, then those and ref for every lower plane.
     """
     if index < 0 or index >= num_passes(top):
         raise CodecError(f"pass {index} does not exist for top plane {top}")
-    if index < 3:
-        return ("sigq", "sigo", "sigb")[index], top
-    k, r = divmod(index - 3, 3)
-    return _KINDS[r], top - 1 - k
+    if index < _TOP_PASSES:
+        return SIG_KINDS[index], top
+    k, r = divmod(index - _TOP_PASSES, _PASSES_PER_PLANE)
+    return _PLANE_KINDS[r], top - 1 - k
 
 
 def num_passes(top: int) -> int:
     """Passes of a stream with top plane ``top`` (its layers; a reference-coded stream adds its
     tile-mode map in front)."""
-    return 3 * top + 3
+    return _PASSES_PER_PLANE * top + _TOP_PASSES
 
 
 def pass_name(index: int, top: int) -> str:
-    """Short name of a pass: ``sig6q``, ``sig6o``, ``sig5a``, ``sig5b``, ``ref5``."""
+    """Short name of a pass: ``sig6q``, ``sig6o``, ``sig5h``, ``sig5v``, ``ref5``."""
     return kind_name(*pass_kind(index, top))
 
 
@@ -127,44 +133,47 @@ def kind_name(kind: str, plane: int) -> str:
     return f"ref{plane}" if kind == "ref" else f"sig{plane}{kind[-1]}"
 
 
-# position classes: what a position's counter means depends on which passes code it
-_QUARTER, _ODD, _PHASE_B = 0, 1, 2
+# position classes: what a position's counter means depends on which passes code it; class c
+# is coded by the significance kind SIG_KINDS[c]
+_CLASS_OF_KIND = {kind: number for number, kind in enumerate(SIG_KINDS)}
 
 
 def position_classes(height: int, width: int) -> np.ndarray:
-    """(H, W) int: 0 where x and y are even (sigq), 1 where both are odd (sigo), 2 elsewhere
-    (phase B). Classes 0 and 1 together are phase A (:func:`~lpimg.codec.tables.first_phase`)."""
-    even_x = np.indices((height, width))[1] % 2 == 0  # on phase A, x even means y even too
-    return np.where(first_phase(height, width), np.where(even_x, _QUARTER, _ODD), _PHASE_B).astype(np.int32)
+    """(H, W) int: 0 where x and y are even (sigq), 1 where both are odd (sigo), 2 where x is odd
+    and y even (sigh), 3 where x is even and y odd (sigv). Classes 0 and 1 are phase A
+    (:func:`~lpimg.codec.tables.first_phase`), 2 and 3 phase B."""
+    yy, xx = np.indices((height, width))
+    odd_x, odd_y = xx % 2 == 1, yy % 2 == 1
+    return np.where(odd_x == odd_y, odd_x.astype(np.int32), 2 + odd_y.astype(np.int32)).astype(np.int32)
 
 
 def phase_positions(kind: str, height: int, width: int) -> np.ndarray:
-    """(H, W) bool: the positions a significance pass of ``kind`` codes."""
+    """(H, W) bool: the positions a significance pass of ``kind`` codes (``siga`` and ``sigb``:
+    a whole phase)."""
     classes = position_classes(height, width)
-    if kind == "sigq":
-        return classes == _QUARTER
-    if kind == "sigo":
-        return classes == _ODD
+    if kind in _CLASS_OF_KIND:
+        return classes == _CLASS_OF_KIND[kind]
     if kind == "siga":
-        return classes != _PHASE_B
+        return classes < 2
     if kind == "sigb":
-        return classes == _PHASE_B
+        return classes >= 2
     raise CodecError(f"{kind} is not a significance pass")
 
 
 def _coarse_table(top: int) -> np.ndarray:
-    """(3, 3T+4): coarse passes completed after n passes, for each position class.
+    """(4, 5T+5): coarse passes completed after n passes, for each position class.
 
-    Coarse pass 0 (significance of T) is complete at a quarter position after pass 0, at an odd
-    position after pass 1, at a phase B position after pass 2; coarse pass 2k-1 (significance of
-    T-k) after pass 3k (phase A) or 3k+1 (phase B); coarse pass 2k (refinement of T-k) after
-    pass 3k+2 (all).
+    Coarse pass 0 (significance of T) is complete at a position of class c after pass c; coarse
+    pass 2k-1 (significance of T-k) after pass 5k - 1 + c; coarse pass 2k (refinement of T-k)
+    after pass 5k + 3 (all classes).
     """
-    done_at = np.zeros((3, num_coarse_passes(top)), np.int64)  # the pass completing each coarse one
-    done_at[:, 0] = (0, 1, 2)
+    classes = np.arange(len(SIG_KINDS))
+    done_at = np.zeros((len(SIG_KINDS), num_coarse_passes(top)), np.int64)  # pass completing each
+    done_at[:, 0] = classes
     for k in range(1, top + 1):
-        done_at[:, 2 * k - 1] = (3 * k, 3 * k, 3 * k + 1)
-        done_at[:, 2 * k] = 3 * k + 2
+        first = _TOP_PASSES + _PASSES_PER_PLANE * (k - 1)
+        done_at[:, 2 * k - 1] = first + classes
+        done_at[:, 2 * k] = first + len(SIG_KINDS)
     n = np.arange(num_passes(top) + 1)
     return (done_at[:, None, :] < n[None, :, None]).sum(2).astype(np.int32)
 
@@ -335,25 +344,26 @@ def _significance_phase(
     """Significance of plane ``plane`` at the positions ``pos`` (H, W) of one phase.
 
     ``known`` (C, H, W) is what the decoder holds (unknown low bits zero); it is updated in
-    place. Phase A (``siga``, or its quarters ``sigq`` and ``sigo`` at the top plane) codes the
-    elements at (x + y) even positions with contexts from the significance known before its
-    phase A; phase B the others, with contexts that also see phase A's results: the phase A
-    elements whose top bit is ``plane`` became significant in phase A (they cannot have been
-    significant before). Each phase codes its significance decisions, then the signs of the
-    newly significant elements.
+    place. Phase A (its quarters ``sigq`` and ``sigo``) codes the elements at (x + y) even
+    positions with contexts from the significance known before the plane; phase B (``sigh`` and
+    ``sigv``) the others, with contexts that also see phase A's results: the phase A elements
+    whose top bit is ``plane`` became significant in phase A (they cannot have been significant
+    before). Each quarter codes its significance decisions, then the signs of the newly
+    significant elements (whose sign contexts, the 4 direct neighbours, all lie in the other
+    phase).
     """
     c, h, w = known.shape
     first = first_phase(h, w)[None]
     chan = np.broadcast_to(np.arange(c)[:, None, None], known.shape)
     significant = known != 0
     mask = pos[None] & ~significant & phase_positions(kind, h, w)[None]
-    # phase A's results at this plane: what phase B sees, and what the second quarter of a top
-    # plane does not (the quarters are phase A cut in two for delivery, with phase A's contexts)
-    new_a = first & ((np.abs(known) >> plane) == 1)
-    if kind == "sigb":
-        ctx = phase_b_context(significant & ~new_a, new_a)
-    else:
-        ctx = phase_a_context(significant & ~new_a)
+    # the elements that became significant at this plane (their top bit is ``plane``): phase A's
+    # are what phase B sees; no context counts them as known before the plane, so the second
+    # quarter of a phase codes with exactly the contexts of the whole phase
+    new_here = (np.abs(known) >> plane) == 1
+    before = significant & ~new_here
+    phase_b = kind in ("sigh", "sigv")
+    ctx = phase_b_context(before, first & new_here) if phase_b else phase_a_context(before)
     index = (chan[mask] * NUM_PLANES + plane) * SIG2_CONTEXTS + ctx[mask]
     bits = io.decide("sig2", mask, _table_probability(tables.sig2, index), index, plane)
     newly = np.zeros_like(mask)

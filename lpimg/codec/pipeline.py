@@ -60,10 +60,9 @@ class Condition:
 class StreamHeader:
     """What a decoder must know before the first layer (carried by the session start / .lpi).
 
-    ``condition`` is None for an intra stream, whose 3T+3 passes split every significance pass
-    in two phases and the top plane's first phase in two quarters (spec/PROTOCOL.md 10). A
-    conditional stream's first layer (pass 0) is its tile-mode map and pass j+1 is the same
-    pass j: 3T+4 passes.
+    ``condition`` is None for an intra stream, whose 5T+4 passes split every significance pass
+    in four quarters, two per checkerboard phase (spec/PROTOCOL.md 10). A conditional stream's
+    first layer (pass 0) is its tile-mode map and pass j+1 is the same pass j: 5T+5 passes.
     """
 
     model_id: int
@@ -87,15 +86,15 @@ class StreamHeader:
 
 
 # the intra pass layout (spec/PROTOCOL.md 10); part of the model id
-INTRA_LAYOUT = b"intra-passes:sigq,sigo,sigb,siga,sigb,ref"
+INTRA_LAYOUT = b"intra-passes:sigq,sigo,sigh,sigv,ref"
 
 
 def model_id_of(state: dict, tables: CodecTables) -> int:
     """16-bit id that changes whenever the analysis weights, the tables or the pass layout change.
 
     The layout tag makes streams of an older pass layout (one intra layer per coarse
-    significance pass, or a top plane's phase A in one layer) fail the model id check instead
-    of decoding into garbage.
+    significance pass, or whole checkerboard phases below the top plane) fail the model id
+    check instead of decoding into garbage.
     """
     h = hashlib.sha256()
     h.update(INTRA_LAYOUT)

@@ -30,8 +30,8 @@ transform exactly as for an intra picture and nothing more):
 - layer j + 1: bitplane pass j over the positions whose counter is j (skipped tiles start where
   the reference's knowledge puts them), with :class:`ResidualTables` probabilities. The passes are
   the intra stream's (:func:`~lpimg.codec.bitplane.pass_kind`): every significance pass in
-  two checkerboard phases, the second seeing the first's results, the top plane's first phase in
-  two quarters, so a server can stop a conditional picture where it can stop an intra one. Pass
+  four quarters, two per checkerboard phase, the second phase seeing the first's results, so a
+  server can stop a conditional picture where it can stop an intra one. Pass
   counters count these passes; what a position knows is their coarse count
   (:func:`~lpimg.codec.bitplane.coarse_passes`), and the reference state keeps coarse counters.
   Probabilities:
@@ -332,7 +332,7 @@ class ResidualTables:
 
     @cached_property
     def residual_id(self) -> int:
-        h = hashlib.sha256(b"lpimg-residual-v4:passes-sigq,sigo,sigb,siga,sigb,ref")
+        h = hashlib.sha256(b"lpimg-residual-v5:passes-sigq,sigo,sigh,sigv,ref")
         h.update(struct.pack("<HH", self.model_id, self.tile))
         for t in (self.sig, self.sign, self.refbit, self.modes):
             h.update(t.astype("<i8").tobytes())
