@@ -72,3 +72,39 @@ def test_unreachable_target_is_reported(tmp_path, capsys) -> None:
     assert result["lpimg"]["reached"] is False
     assert result["lpimg"]["best_msssim"] == best
     assert result["time_on_air_ratio"] is None
+
+
+def test_a_folder_gives_each_ratio_and_their_median(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for n, (x, y) in enumerate([(160, 40), (0, 0), (64, 96)]):
+        Image.fromarray(crop(x, y, 96, 72)).save(folder / f"p{n}.png")
+    (folder / "notes.txt").write_text("not a picture")
+    quality = _prefix_quality(crop(160, 40, 96, 72))
+    target = quality[min(2, len(quality) - 1)]
+    assert main(["bench", "toa", "--images", str(folder), "--size", "96x72", "--link",
+                 "lorawan-eu868:dr5", "--target", str(target), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = result["images"]
+    assert [row["image"] for row in rows] == ["p0.png", "p1.png", "p2.png"]
+    single = run(folder / "p0.png", "lorawan-eu868:dr5", target, size=(96, 72))
+    assert rows[0]["ratio"] == single["time_on_air_ratio"]
+    assert rows[0]["lpimg_bytes"] == single["lpimg"]["payload_bytes"]
+    ratios = [row["ratio"] for row in rows if row["ratio"] is not None]
+    assert result["compared"] == len(ratios)
+    if ratios:
+        assert result["median_ratio"] == float(np.median(ratios))
+        assert result["at_least_3x"] == sum(r >= 3 for r in ratios)
+
+
+def test_an_empty_folder_is_a_clear_error(tmp_path) -> None:
+    import pytest
+
+    from lpimg.errors import LpimgError
+
+    with pytest.raises(LpimgError, match="no pictures"):
+        from lpimg.bench.toa import run_folder
+
+        run_folder(tmp_path, progress=False)

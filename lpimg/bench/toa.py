@@ -14,7 +14,9 @@ to both alike:
 
 Time on air is uplink plus downlink airtime as the simulator charges it. If lpimg's full stream
 never reaches the target the result says so (``reached: false`` with the best MS-SSIM) instead
-of failing, and no ratio is claimed.
+of failing, and no ratio is claimed. ``--images DIR`` runs every picture of a folder the same way
+and reports each ratio and their median: one photo says little, since where the target falls
+between two layers decides much of it.
 """
 
 from __future__ import annotations
@@ -153,11 +155,7 @@ def jpeg_transfer(data: bytes, image: np.ndarray, link: str, loss: float, seed: 
     return {"completed": device.reason == "complete", "payload_bytes": len(data), **_costs(stats)}
 
 
-def run(image_path: str | Path | None = None, link: str = DEFAULT_LINK, target: float = 0.90,
-        size: tuple[int, int] = DEFAULT_SIZE, loss: float = 0.0, seed: int = 1,
-        model: str = DEFAULT_MODEL) -> dict[str, Any]:
-    from lpimg.codec.image import load_image
-    from lpimg.codec.pipeline import LearnedCodec
+def _check(target: float, loss: float, link: str) -> None:
     from lpimg.link.sim import parse_link_spec
 
     if not 0.0 < target < 1.0:
@@ -165,9 +163,18 @@ def run(image_path: str | Path | None = None, link: str = DEFAULT_LINK, target: 
     if not 0.0 <= loss < 1.0:
         raise LpimgError(f"loss must be in [0, 1), got {loss}")
     parse_link_spec(link)  # a bad spec fails before the codec loads
+
+
+def run(image_path: str | Path | None = None, link: str = DEFAULT_LINK, target: float = 0.90,
+        size: tuple[int, int] = DEFAULT_SIZE, loss: float = 0.0, seed: int = 1,
+        model: str = DEFAULT_MODEL, codec: Any = None) -> dict[str, Any]:
+    from lpimg.codec.image import load_image
+    from lpimg.codec.pipeline import LearnedCodec
+
+    _check(target, loss, link)
     path = Path(image_path) if image_path else SAMPLE
     image = fit_picture(load_image(path), size)
-    codec = LearnedCodec.load(model)
+    codec = codec if codec is not None else LearnedCodec.load(model)
     started = time.perf_counter()
     lp = lpimg_until(codec, image, target, link, loss, seed)
     jp = jpeg_at_target(image, target)
@@ -196,10 +203,60 @@ def run(image_path: str | Path | None = None, link: str = DEFAULT_LINK, target: 
     return result
 
 
+def run_folder(folder: str | Path, link: str = DEFAULT_LINK, target: float = 0.90,
+               size: tuple[int, int] = DEFAULT_SIZE, loss: float = 0.0, seed: int = 1,
+               model: str = DEFAULT_MODEL, progress: bool = True) -> dict[str, Any]:
+    """:func:`run` on every picture of ``folder``: one row per picture, the median ratio."""
+    from lpimg.codec.pipeline import LearnedCodec
+
+    _check(target, loss, link)
+    paths = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    if not paths:
+        raise LpimgError(f"no pictures in {folder}")
+    codec = LearnedCodec.load(model)
+    rows = []
+    from tqdm import tqdm
+
+    for path in tqdm(paths, desc="toa", disable=not progress):
+        r = run(path, link, target, size, loss, seed, codec=codec)
+        lp, jp = r["lpimg"], r["jpeg"]
+        rows.append({
+            "image": path.name,
+            "ratio": r["time_on_air_ratio"],
+            "lpimg_reached": lp["reached"],
+            "lpimg_layers": lp["layers_sent"],
+            "lpimg_bytes": lp["payload_bytes"],
+            "lpimg_msssim": lp["msssim"],
+            "lpimg_time_on_air_s": lp["time_on_air_s"],
+            "jpeg_quality": jp.get("quality"),
+            "jpeg_bytes": jp.get("payload_bytes"),
+            "jpeg_time_on_air_s": jp.get("time_on_air_s"),
+        })
+    ratios = [row["ratio"] for row in rows if row["ratio"] is not None]
+    return {
+        "folder": str(folder),
+        "size": f"{size[0]}x{size[1]}",
+        "model": codec.name,
+        "model_id": f"{codec.model_id:#06x}",
+        "link": link,
+        "loss": loss,
+        "seed": seed,
+        "target_msssim": target,
+        "images": rows,
+        "compared": len(ratios),
+        "median_ratio": float(np.median(ratios)) if ratios else None,
+        "min_ratio": min(ratios) if ratios else None,
+        "max_ratio": max(ratios) if ratios else None,
+        "at_least_3x": sum(r >= 3.0 for r in ratios),
+    }
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("toa", help="time on air until MS-SSIM reaches a target: lpimg vs JPEG",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--image", help="picture (default: the bundled sample photo)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--image", help="picture (default: the bundled sample photo)")
+    group.add_argument("--images", help="every picture of this folder, and the median ratio")
     p.add_argument("--link", default=DEFAULT_LINK, help=f"link spec (default {DEFAULT_LINK})")
     p.add_argument("--target", type=float, default=0.90, help="MS-SSIM to reach (default 0.90)")
     p.add_argument("--size", default="640x480", help="centre crop and resize to WxH (default 640x480)")
@@ -221,6 +278,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.images:
+        return _cmd_folder(args)
     result = run(args.image, args.link, args.target, _size(args.size), args.loss, args.seed, args.model)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -242,4 +301,26 @@ def _cmd(args: argparse.Namespace) -> int:
         print("JPEG:  no quality up to 95 reaches the target")
     ratio = result["time_on_air_ratio"]
     print("time on air JPEG / lpimg: " + ("n/a" if ratio is None else f"{ratio:.2f}x (target >= 3x)"))
+    return 0
+
+
+def _cmd_folder(args: argparse.Namespace) -> int:
+    result = run_folder(args.images, args.link, args.target, _size(args.size), args.loss, args.seed,
+                        args.model, progress=not args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['folder']} at {result['size']} over {result['link']} ({result['loss']:.0%} loss), "
+          f"target MS-SSIM {result['target_msssim']}, model {result['model']}")
+    print(f"{'image':<16} {'lpimg B':>8} {'layers':>6} {'JPEG B':>8} {'q':>3} {'ratio':>6}")
+    for row in result["images"]:
+        ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        lp_bytes = row["lpimg_bytes"] if row["lpimg_reached"] else "-"
+        print(f"{row['image']:<16} {lp_bytes!s:>8} {row['lpimg_layers']:>6} "
+              f"{row['jpeg_bytes']!s:>8} {row['jpeg_quality']!s:>3} {ratio:>6}")
+    if result["median_ratio"] is None:
+        print("no picture could be compared")
+    else:
+        print(f"median {result['median_ratio']:.2f}x (min {result['min_ratio']:.2f}x, max "
+              f"{result['max_ratio']:.2f}x), {result['at_least_3x']} of {result['compared']} at >= 3x")
     return 0
