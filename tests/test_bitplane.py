@@ -37,6 +37,7 @@ from lpimg.codec.tables import (
     quantize_pmf,
     refinement_context,
     sign_context,
+    sign_context_at,
 )
 from lpimg.errors import CodecError
 
@@ -123,7 +124,7 @@ def test_the_quarters_cost_what_whole_phases_would(tables, plane_offset):
     """The quarters only cut a phase's decisions into layers, with the whole phase's contexts:
     their information is that of one layer per phase (only the extra range coders' flushes are
     added), so a server gets four places to stop per plane without the stream costing more."""
-    from lpimg.codec.bitplane import _Encoding, _significance_phase
+    from lpimg.codec.bitplane import _Encoding, _PassCoder, _significance_phase
 
     q, _ = random_latents(9, h=16, w=16)
     enc = BitplaneEncoder(q, tables)
@@ -136,9 +137,10 @@ def test_the_quarters_cost_what_whole_phases_would(tables, plane_offset):
     everywhere = np.ones((16, 16), bool)
     whole = []
     for kind in ("siga", "sigb"):
-        coder = constriction.stream.queue.RangeEncoder()
-        _significance_phase(known, everywhere, plane, kind, tables, _Encoding(enc.q, enc.mag, coder))
-        whole.append(len(coder.get_compressed()) * 4)
+        words = constriction.stream.queue.RangeEncoder()
+        _significance_phase(known, everywhere, plane, kind, _PassCoder(tables, enc.top),
+                            _Encoding(enc.q, enc.mag, words))
+        whole.append(len(words.get_compressed()) * 4)
     assert np.array_equal(known, enc.known)  # the same decisions, the same state
     assert sum(whole) - 16 <= sum(quarters) <= sum(whole) + 16
 
@@ -353,3 +355,27 @@ def test_contexts_pay_on_structured_latents():
         return n
 
     assert size(fitted) < 0.85 * size(blind)
+
+
+def test_sign_contexts_at_a_mask_are_those_of_the_whole_grid():
+    rng = np.random.default_rng(5)
+    known = rng.integers(-3, 4, size=(4, 7, 9)) * (rng.random((4, 7, 9)) < 0.5)
+    where = rng.random((4, 7, 9)) < 0.3
+    assert np.array_equal(sign_context_at(known, where), sign_context(known)[where])
+
+
+def test_the_encoder_reuses_nothing_once_its_counters_are_rebuilt(tables):
+    """The cached state and contexts are reused only while they are exactly what the counters
+    and the significance say: an encoder whose counters were rebuilt codes what a fresh one
+    with those counters would."""
+    q, _ = random_latents(11, h=8, w=8)
+    enc = BitplaneEncoder(q, tables)
+    specs = enc.default_layers()
+    for spec in specs[:6]:
+        enc.encode(spec)
+    enc.passes = replay_passes(specs[:3], (8, 8), enc.total_passes)  # back to an earlier state
+    fresh = BitplaneEncoder(q, tables)
+    for spec in specs[:3]:
+        fresh.encode(spec)
+    for spec in specs[3:9]:
+        assert enc.encode(spec) == fresh.encode(spec)

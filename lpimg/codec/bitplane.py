@@ -52,7 +52,7 @@ from lpimg.codec.tables import (
     phase_a_context,
     phase_b_context,
     refinement_context,
-    sign_context,
+    sign_context_at,
     uninformed_tables,
 )
 from lpimg.errors import CodecError
@@ -264,6 +264,22 @@ class _PassCoder:
     def __init__(self, tables: CodecTables, top: int) -> None:
         self.tables = tables
         self.top = top
+        # the significance contexts of the last quarter coded, with what they were computed
+        # from: the second quarter of a phase (or the same quarter over another rectangle) sees
+        # the same significance, so it reuses them instead of computing them again
+        self._contexts: tuple[tuple, np.ndarray] | None = None
+
+    def significance_contexts(self, plane: int, phase_b: bool, before: np.ndarray,
+                              new_a: np.ndarray) -> np.ndarray:
+        """:func:`phase_b_context` or :func:`phase_a_context` of ``before`` (and ``new_a``),
+        from the cache when they were last computed from exactly these arrays."""
+        key = (plane, phase_b, np.packbits(before).tobytes(),
+               np.packbits(new_a).tobytes() if phase_b else b"")
+        if self._contexts is not None and self._contexts[0] == key:
+            return self._contexts[1]
+        ctx = phase_b_context(before, new_a) if phase_b else phase_a_context(before)
+        self._contexts = (key, ctx)
+        return ctx
 
     def ref_probabilities(self, mag: np.ndarray, sel: np.ndarray, plane: int) -> np.ndarray:
         """P(bit ``plane`` = 1) from the magnitude distribution within the known interval."""
@@ -339,7 +355,7 @@ class _Counting(_Encoding):
 
 
 def _significance_phase(
-    known: np.ndarray, pos: np.ndarray, plane: int, kind: str, tables: CodecTables, io: _Decisions,
+    known: np.ndarray, pos: np.ndarray, plane: int, kind: str, coder: _PassCoder, io: _Decisions,
 ) -> None:
     """Significance of plane ``plane`` at the positions ``pos`` (H, W) of one phase.
 
@@ -353,6 +369,7 @@ def _significance_phase(
     phase).
     """
     c, h, w = known.shape
+    tables = coder.tables
     first = first_phase(h, w)[None]
     chan = np.broadcast_to(np.arange(c)[:, None, None], known.shape)
     significant = known != 0
@@ -361,14 +378,13 @@ def _significance_phase(
     # are what phase B sees; no context counts them as known before the plane, so the second
     # quarter of a phase codes with exactly the contexts of the whole phase
     new_here = (np.abs(known) >> plane) == 1
-    before = significant & ~new_here
     phase_b = kind in ("sigh", "sigv")
-    ctx = phase_b_context(before, first & new_here) if phase_b else phase_a_context(before)
+    ctx = coder.significance_contexts(plane, phase_b, significant & ~new_here, first & new_here)
     index = (chan[mask] * NUM_PLANES + plane) * SIG2_CONTEXTS + ctx[mask]
     bits = io.decide("sig2", mask, _table_probability(tables.sig2, index), index, plane)
     newly = np.zeros_like(mask)
     newly[mask] = bits.astype(bool)
-    sindex = chan[newly] * SIGN_CONTEXTS + sign_context(known)[newly]
+    sindex = chan[newly] * SIGN_CONTEXTS + sign_context_at(known, newly)
     negative = io.decide("sign", newly, _table_probability(tables.sign, sindex), sindex, plane)
     known[newly] = np.where(negative.astype(bool), -(1 << plane), 1 << plane)
 
@@ -394,7 +410,7 @@ def _run_pass(known: np.ndarray, pos: np.ndarray, index: int, coder: _PassCoder,
     if kind == "ref":
         _refinement_pass(known, pos, plane, coder, io)
     else:
-        _significance_phase(known, pos, plane, kind, coder.tables, io)
+        _significance_phase(known, pos, plane, kind, coder, io)
 
 
 def count_decisions(q: np.ndarray, pmf_counts: np.ndarray, counter: ContextCounter) -> None:
@@ -437,10 +453,16 @@ class BitplaneEncoder:
         self.top = top_plane(self.q)
         self.passes = np.zeros(q.shape[1:], dtype=np.int32)
         self._coder = _PassCoder(tables, self.top)
+        self._known: tuple[np.ndarray, np.ndarray] | None = None  # (counters, known latents)
 
     @property
     def known(self) -> np.ndarray:
-        """The decoder's latents (what the contexts are computed from), from the pass counters."""
+        """The decoder's latents (what the contexts are computed from), from the pass counters.
+
+        A function of the counters alone, so the state the last pass left is reused while the
+        counters are still the ones it left (they may have been rebuilt since: a reboot)."""
+        if self._known is not None and np.array_equal(self._known[0], self.passes):
+            return self._known[1].copy()
         return known_latents(self.q, self.coarse_passes, self.top)
 
     @property
@@ -471,8 +493,10 @@ class BitplaneEncoder:
         pos = area & (self.passes == spec.index)
         enc = constriction.stream.queue.RangeEncoder()
         # from the counters, not a mirror kept up to date: they may have been rebuilt (reboot)
-        _run_pass(self.known, pos, spec.index, self._coder, _Encoding(self.q, self.mag, enc))
+        known = self.known
+        _run_pass(known, pos, spec.index, self._coder, _Encoding(self.q, self.mag, enc))
         self.passes[pos] += 1
+        self._known = (self.passes.copy(), known)
         return _words_to_bytes(enc.get_compressed())
 
 

@@ -126,6 +126,16 @@ def sign_context(known_q: np.ndarray) -> np.ndarray:
     return ((np.sign(horiz) + 1) * 3 + np.sign(vert) + 1).astype(np.int64)
 
 
+def sign_context_at(known_q: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """``sign_context(known_q)[where]`` (``where`` a C x H x W mask), computed only there: the
+    elements whose sign is coded are few, the grid is not."""
+    c, y, x = np.nonzero(where)
+    s = _pad1(np.sign(known_q).astype(np.int16))
+    horiz = s[c, y + 1, x] + s[c, y + 1, x + 2]
+    vert = s[c, y, x + 1] + s[c, y + 2, x + 1]
+    return ((np.sign(horiz) + 1) * 3 + np.sign(vert) + 1).astype(np.int64)
+
+
 def refinement_context(known_q: np.ndarray, plane: int) -> np.ndarray:
     """Refinement context (0..24) at plane ``plane`` of each element (C, H, W) from known latents.
 
