@@ -151,10 +151,10 @@ def _bd(rows_a: list[dict], rows_b: list[dict]) -> dict[str, float | None]:
 
 
 def whole_plane_rows(rows: list[dict]) -> list[dict]:
-    """The points where every position knows the same planes: after a phase B significance pass
-    (``sig5b``) or a refinement pass (``ref5``). The quarter and phase A points in between are
-    states of mixed precision; BD-rates over these alone show whether they help or hurt."""
-    return [r for r in rows if r["pass"].endswith("b") or r["pass"].startswith("ref")]
+    """The points where every position knows the same planes: after a significance pass's last
+    quarter (``sig5v``) or a refinement pass (``ref5``). The quarter points in between are states
+    of mixed precision; BD-rates over these alone show whether they help or hurt."""
+    return [r for r in rows if r["pass"].endswith("v") or r["pass"].startswith("ref")]
 
 
 def lpimg_rows(points: dict, images: list[tuple[str, np.ndarray]]) -> list[dict]:
