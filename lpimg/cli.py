@@ -31,7 +31,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         patch=args.patch, lr=args.lr, lmbda=args.lmbda, seed=args.seed, threads=args.threads,
         checkpoint_every=args.checkpoint_every, mse_weight=args.mse_weight,
         clamp_latents=args.clamp_latents, noise_mix=args.noise_mix, chroma_weight=args.chroma_weight,
-        phase_prefixes=args.phase_prefixes, first_prefixes=args.first_prefixes, step_floor=args.step_floor,
+        phase_prefixes=args.phase_prefixes, first_prefixes=args.first_prefixes,
+        quarter_prefixes=args.quarter_prefixes, step_floor=args.step_floor,
         qat_start=args.qat_start, init_from=args.init_from, freeze_encoder=args.freeze_encoder,
         model=ModelConfig(dec_spread=args.decoder_spread, dec_channels=args.dec_channels,
                           dec_blocks=tuple(args.dec_blocks)).to_dict(),
@@ -240,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra weight of the green-magenta error (colour fidelity)")
     p.add_argument("--phase-prefixes", type=float, default=0.0,
                    help="share of samples decoded half way through a significance pass (phase A)")
+    p.add_argument("--quarter-prefixes", type=float, default=0.0,
+                   help="share of samples decoded a quarter or three quarters through a significance pass")
     p.add_argument("--first-prefixes", type=float, default=0.0,
                    help="share of samples decoded from the first layer or two alone (the previews)")
     p.add_argument("--step-floor", type=float, default=1.0,

@@ -255,6 +255,42 @@ def test_phase_prefixes_give_the_checkerboard_half_one_more_pass():
     assert torch.equal(narrower.flatten(1).any(1), half)  # every half sample, and only they, narrowed
 
 
+def test_quarter_prefixes_train_the_quarter_states():
+    """--quarter-prefixes trains on the states the four-quarter layout adds: one significance pass
+    more at the x, y even positions (a quarter plane finer) or everywhere but x even, y odd (three
+    quarters finer), nothing else; without it the samples are those of --phase-prefixes alone."""
+    from lpimg.codec.train import progressive_latents
+
+    y = torch.randn(96, 4, 6, 6, generator=torch.Generator().manual_seed(1)) * 20
+    pmf = torch.ones(4, 255) / 255
+    whole = progressive_latents(y, pmf, np.random.default_rng(2), 11)
+    same = progressive_latents(y, pmf, np.random.default_rng(2), 11, 0.0, 0.0, 0.0)
+    assert torch.equal(same.lo, whole.lo) and torch.equal(same.step, whole.step)
+    quartered = progressive_latents(y, pmf, np.random.default_rng(2), 11, 0.0, 0.0, 0.6)
+    narrower = (quartered.hi - quartered.lo) < (whole.hi - whole.lo)
+    assert ((quartered.hi - quartered.lo) <= (whole.hi - whole.lo)).all()
+    yy, xx = np.indices((6, 6))
+    first_q = torch.from_numpy((xx % 2 == 0) & (yy % 2 == 0))
+    last_q = torch.from_numpy((xx % 2 == 0) & (yy % 2 == 1))
+    ratio = (quartered.step / whole.step).flatten()
+    one = torch.isclose(ratio, torch.tensor(2 ** -0.25))
+    three = torch.isclose(ratio, torch.tensor(2 ** -0.75))
+    assert one.any() and three.any() and ((ratio == 1) | one | three).all()
+    for n in range(y.shape[0]):
+        grew = narrower[n].any(0)
+        if one[n]:
+            assert not (grew & ~first_q).any()
+        elif three[n]:
+            assert not (grew & last_q).any()
+        else:
+            assert not grew.any()
+    # beside --phase-prefixes a sample is at most one of the two: half, or a quarter or three
+    both = progressive_latents(y, pmf, np.random.default_rng(2), 11, 0.4, 0.0, 0.6)
+    levels = torch.log2(whole.step.flatten()) - torch.log2(both.step.flatten())
+    assert set(torch.round(levels * 4).int().tolist()) <= {0, 1, 2, 3}
+    assert (levels == 0.5).any() and ((levels == 0.25) | (levels == 0.75)).any()
+
+
 def test_first_prefixes_train_the_first_layers_alone():
     """--first-prefixes trains on what the first layer or two of a stream leave: the top plane's
     significance known at the quarter (x, y even) or the checkerboard half, nothing elsewhere

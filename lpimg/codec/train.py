@@ -69,6 +69,11 @@ class TrainConfig:
     # do (spec/PROTOCOL.md 10): a decoder trained on whole passes only renders those states
     # worse than the whole passes around them
     phase_prefixes: float = 0.0
+    # share of the samples whose prefix ends a quarter or three quarters through a significance
+    # pass: the positions with x and y even (sigq), or all but those with x even and y odd (up to
+    # sigh), know one plane more. The four-quarter layout (spec/PROTOCOL.md 10) stops there too,
+    # and ``phase_prefixes`` shows the synthesis only the half way state
+    quarter_prefixes: float = 0.0
     # share of the samples decoded from a stream's first layer or two alone: the top plane's
     # significance at the quarter positions (x and y even), or at the checkerboard half (the
     # quarter and the x, y odd positions), nothing anywhere else. Those are the 500-byte
@@ -157,7 +162,7 @@ class Prefix:
 
 def progressive_latents(
     y: torch.Tensor, pmf: torch.Tensor, rng: np.random.Generator, span: int, phase_share: float = 0.0,
-    first_share: float = 0.0,
+    first_share: float = 0.0, quarter_share: float = 0.0,
 ) -> Prefix:
     """Round y, keep a random prefix of passes per sample, fill the rest with expectations.
 
@@ -174,6 +179,7 @@ def progressive_latents(
     passes = torch.clamp(full - drop, min=1)
     last = passes - 1  # index of the last pass kept -> its plane
     plane = torch.where(last == 0, top, top - torch.div(last + 1, 2, rounding_mode="floor")).to(y.dtype)
+    sample_passes = passes  # (B, 1, 1, 1): before any branch below makes it per position
     if phase_share > 0:
         # coarse pass j >= 1 is a significance pass when j is odd; the next one is j = passes
         half = torch.from_numpy(rng.random((y.shape[0], 1, 1, 1)) < phase_share).to(dev)
@@ -182,6 +188,18 @@ def progressive_latents(
         even = torch.from_numpy(np.indices((h, w)).sum(0) % 2 == 0)[None, None].to(dev)
         passes = passes + (half & even).long()
         plane = torch.where(half, plane - 0.5, plane)  # half a plane finer: between the two slopes
+    if quarter_share > 0:
+        quarter = torch.from_numpy(rng.random((y.shape[0], 1, 1, 1)) < quarter_share).to(dev)
+        quarter &= (sample_passes < full) & (sample_passes % 2 == 1)
+        if phase_share > 0:
+            quarter &= ~half
+        three = torch.from_numpy(rng.random((y.shape[0], 1, 1, 1)) < 0.5).to(dev)
+        yy, xx = np.indices(y.shape[2:])
+        first_q = torch.from_numpy((xx % 2 == 0) & (yy % 2 == 0))[None, None].to(dev)
+        up_to_h = torch.from_numpy(~((xx % 2 == 0) & (yy % 2 == 1)))[None, None].to(dev)
+        ahead = torch.where(three, up_to_h, first_q)
+        passes = passes + (quarter & ahead).long()
+        plane = torch.where(quarter, plane - torch.where(three, 0.75, 0.25), plane)
     if first_share > 0:
         first = torch.from_numpy(rng.random((y.shape[0], 1, 1, 1)) < first_share).to(dev)
         quarter = torch.from_numpy(rng.random((y.shape[0], 1, 1, 1)) < 0.5).to(dev)
@@ -399,7 +417,7 @@ def train(
         with torch.no_grad():
             pmf = model.density.pmf_table().double()
         prefix = progressive_latents(y, pmf, rng, cfg.prefix_span, cfg.phase_prefixes,
-                                     cfg.first_prefixes)
+                                     cfg.first_prefixes, cfg.quarter_prefixes)
         pixels = x.shape[2] * x.shape[3]
         bpp_prefix = prefix_rate(model.density, y, prefix) / pixels  # (B,)
         y_dec = prefix.y_dec
