@@ -69,13 +69,23 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 def _cmd_release(args: argparse.Namespace) -> int:
     from lpimg.codec.pipeline import LearnedCodec
-    from lpimg.codec.release import average_trained_models, fit_tables, write_release
+    from lpimg.codec.release import (
+        average_trained_models,
+        fit_tables,
+        tables_of_same_analysis,
+        write_release,
+    )
 
     model = average_trained_models(args.checkpoint)  # one run: its weights as they are
-    tables = fit_tables(model, args.data, max_images=args.max_images, progress=not args.quiet)
+    if args.tables_from:
+        tables = tables_of_same_analysis(model, LearnedCodec.load(args.tables_from))
+    else:
+        tables = fit_tables(model, args.data, max_images=args.max_images, progress=not args.quiet)
     source = [str(c) for c in args.checkpoint]
-    out = write_release(model, tables, args.out, {"source": source[0] if len(source) == 1 else source,
-                                                  "data": args.data})
+    meta = {"source": source[0] if len(source) == 1 else source, "data": args.data}
+    if args.tables_from:
+        meta = {"source": meta["source"], "tables_from": str(args.tables_from)}
+    out = write_release(model, tables, args.out, meta)
     codec = LearnedCodec.load(out)
     print(f"{out}: model id {codec.model_id:#06x}, {out.stat().st_size / 1e6:.2f} MB")
     return 0
@@ -288,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", default=["../shared/data/train"])
     p.add_argument("--max-images", type=int, default=400)
     p.add_argument("--out", default=f"lpimg/codec/weights/{DEFAULT_MODEL}.pt")
+    p.add_argument("--tables-from", metavar="MODEL", default=None,
+                   help="reuse MODEL's tables (and so its model id) instead of fitting them: for "
+                        "runs that trained the synthesis alone; refused if the analysis differs")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_release)
 

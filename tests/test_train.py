@@ -171,6 +171,38 @@ def test_a_synthesis_alone_trains_against_a_frozen_encoder_and_keeps_the_model_i
         train(dataclasses.replace(cfg, out=str(tmp_path / "x"), init_from=None), progress=False)
 
 
+def test_release_reuses_the_tables_of_a_model_with_the_same_analysis(data_dir, tmp_path):
+    """`lpimg release --tables-from`: a synthesis-only run takes its source's tables as they are,
+    so its model id cannot move by a table entry fitted a rounding apart on another machine; a
+    run whose analysis moved is refused."""
+    import dataclasses
+
+    from lpimg.codec.pipeline import LearnedCodec
+    from lpimg.codec.release import tables_of_same_analysis
+
+    train(config(data_dir, tmp_path / "src"), progress=False)
+    source = load_trained_model(tmp_path / "src" / "checkpoint.pt")
+    shipped = LearnedCodec.load(write_release(source, fit_tables(source, [str(data_dir)], progress=False),
+                                              tmp_path / "src.pt", {}))
+    cfg = dataclasses.replace(config(data_dir, tmp_path / "syn", iterations=3),
+                              init_from=str(tmp_path / "src"), freeze_encoder=True)
+    synth = load_trained_model(train(cfg, progress=False))
+    tables = tables_of_same_analysis(synth, shipped)
+    released = LearnedCodec.load(write_release(synth, tables, tmp_path / "syn.pt", {}))
+    assert released.model_id == shipped.model_id
+    img = np.asarray(Image.open(data_dir / "0.png"))
+    enc = shipped.encoder(img)  # a stream of the source's devices decodes with the new synthesis
+    dec = released.decoder(enc.header)
+    for spec, data in enc.encode_all():
+        dec.apply(spec, data)
+    assert np.array_equal(dec.bitplanes.q, enc.latents)
+    joint = dataclasses.replace(cfg, out=str(tmp_path / "joint"))
+    joint = dataclasses.replace(joint, freeze_encoder=False)
+    moved = load_trained_model(train(joint, progress=False))
+    with pytest.raises(CodecError, match="fit them instead"):
+        tables_of_same_analysis(moved, shipped)
+
+
 def test_a_grown_synthesis_starts_as_its_source_and_then_trains(data_dir, tmp_path):
     """--dec-blocks: the added residual blocks start as the identity, so the grown synthesis
     renders exactly as --init-from's did; training then moves them (and only the synthesis,

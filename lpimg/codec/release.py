@@ -86,6 +86,25 @@ def fit_tables(model: Codec, data: list[str], max_images: int = 400, progress: b
     return fit_codec_tables(pmf_counts, (provisional.analyse(img) for img in it))
 
 
+def tables_of_same_analysis(model: Codec, source: LearnedCodec) -> CodecTables:
+    """``source``'s tables for ``model``, allowed only when both share the analysis and density.
+
+    A synthesis-only run (``--freeze-encoder``) leaves the analysis, the density and so the
+    latents as they were, but fitting the tables again on another machine can still move an entry
+    by one (float rounding in the analysis puts a latent on the other side of a rounding edge),
+    and with it the model id, which would oblige every device to change for nothing. Reusing the
+    tables keeps the id; they are refused if any analysis or density weight differs.
+    """
+    ours, theirs = model.state_dict(), source.model.state_dict()
+    for k, v in ours.items():
+        if k.startswith("synthesis."):
+            continue
+        if k not in theirs or theirs[k].shape != v.shape or not torch.equal(theirs[k].float(), v.float()):
+            raise CodecError(f"{source.name}: its {k} differs from the run's; its tables belong to "
+                             "another analysis, so fit them instead")
+    return source.tables
+
+
 def write_release(model: Codec, tables: CodecTables, out: str | Path, meta: dict) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
