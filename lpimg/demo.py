@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from lpimg.codec.shipped import DEFAULT_MODEL
 from lpimg.errors import LpimgError
 
@@ -111,7 +109,7 @@ def _report(codec: Any, image: Any, path: Path, link: str, loss: float, seed: in
     from lpimg.bench.metrics import msssim, psnr
     from lpimg.codec.bitplane import pass_kind
     from lpimg.endpoint.coding import layer_spec
-    from lpimg.report import LayerRow, rd_plot_png, render
+    from lpimg.report import LayerRow, png_bytes, rd_plot_png, render
 
     h, w = image.shape[:2]
     coded, result, radio = transfer.coded, transfer.device, transfer.radio
@@ -155,8 +153,10 @@ def _report(codec: Any, image: Any, path: Path, link: str, loss: float, seed: in
             jrec = decode_jpeg(data)
             row.jpeg_quality, row.jpeg_bytes = q, len(data)
             row.jpeg_psnr, row.jpeg_msssim, row.jpeg_image = psnr(jrec, image), msssim(jrec, image), jrec
+            row.jpeg_data = data
             (out / f"jpeg_{layer.index:02d}.jpg").write_bytes(data)
-        Image.fromarray(rec).save(out / f"layer_{layer.index:02d}.png")
+        row.png_data = png_bytes(rec)  # encoded once: the file and the report share it
+        (out / f"layer_{layer.index:02d}.png").write_bytes(row.png_data)
         rows.append(row)
         bar.update(1)
     bar.close()

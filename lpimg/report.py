@@ -34,6 +34,16 @@ class LayerRow:
     jpeg_psnr: float | None = None
     jpeg_msssim: float | None = None
     jpeg_image: np.ndarray | None = None
+    # the encoded files, where the caller already has them: the JPEG's own bytes (not a PNG of
+    # its decoding, which would be larger and is not what was compared) and the PNG it wrote
+    jpeg_data: bytes | None = None
+    png_data: bytes | None = None
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def png_data_uri(image: np.ndarray | bytes, fmt: str = "PNG") -> str:
@@ -101,12 +111,15 @@ def render(title: str, summary: dict[str, str], rows: Sequence[LayerRow],
             f"<td>{_fmt(r.jpeg_psnr, '.2f')}</td><td>{_fmt(r.jpeg_msssim, '.4f')}</td></tr>")
     figures = []
     for r in rows:
-        jpeg = (f"<figure><img src='{png_data_uri(r.jpeg_image)}'><figcaption>JPEG q{r.jpeg_quality}, "
+        jpeg_uri = (png_data_uri(r.jpeg_data, "JPEG") if r.jpeg_data is not None
+                    else png_data_uri(r.jpeg_image) if r.jpeg_image is not None else "")
+        jpeg = (f"<figure><img src='{jpeg_uri}'><figcaption>JPEG q{r.jpeg_quality}, "
                 f"{r.jpeg_bytes} B, MS-SSIM {r.jpeg_msssim:.3f}</figcaption></figure>"
                 if r.jpeg_image is not None else
                 "<figure class='none'><div>no JPEG fits in this many bytes</div></figure>")
+        ours = png_data_uri(r.png_data or r.image)
         figures.append(
-            f"<div class='pair'><figure><img src='{png_data_uri(r.image)}'><figcaption>lpimg after "
+            f"<div class='pair'><figure><img src='{ours}'><figcaption>lpimg after "
             f"layer {r.layer} ({esc(r.label)}): {r.cumulative_bytes} B, {r.airtime_s:.1f} s on air, "
             f"MS-SSIM {r.msssim:.3f}</figcaption></figure>{jpeg}</div>")
     note_html = "".join(f"<li>{esc(n)}</li>" for n in notes)

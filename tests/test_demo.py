@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -34,6 +35,14 @@ def test_demo_writes_report_and_layers(tmp_path):
     assert html.count("data:image/png;base64,") >= len(rows) + 2  # layers, original, plot
     summary = json.loads((out / "demo.json").read_text())
     assert summary["layers"] == rows
+    # the report shows the very files compared: each layer's PNG and each JPEG's own bytes
+    for r in rows:
+        png = base64.b64encode((out / f"layer_{r['layer']:02d}.png").read_bytes()).decode()
+        assert f"data:image/png;base64,{png}" in html
+        if r["jpeg_bytes"] is not None:
+            jpg = base64.b64encode((out / f"jpeg_{r['layer']:02d}.jpg").read_bytes()).decode()
+            assert f"data:image/jpeg;base64,{jpg}" in html
+    assert any(r["jpeg_bytes"] is not None for r in rows)
 
 
 def test_demo_cli_with_loss(tmp_path, capsys):
