@@ -82,9 +82,8 @@ def _cmd_release(args: argparse.Namespace) -> int:
     else:
         tables = fit_tables(model, args.data, max_images=args.max_images, progress=not args.quiet)
     source = [str(c) for c in args.checkpoint]
-    meta = {"source": source[0] if len(source) == 1 else source, "data": args.data}
-    if args.tables_from:
-        meta = {"source": meta["source"], "tables_from": str(args.tables_from)}
+    meta: dict = {"source": source[0] if len(source) == 1 else source}
+    meta.update({"tables_from": str(args.tables_from)} if args.tables_from else {"data": args.data})
     out = write_release(model, tables, args.out, meta)
     codec = LearnedCodec.load(out)
     print(f"{out}: model id {codec.model_id:#06x}, {out.stat().st_size / 1e6:.2f} MB")
