@@ -67,9 +67,11 @@ def test_unreachable_target_is_reported(tmp_path, capsys) -> None:
     target = min(0.999999, best + (1 - best) / 2)
     assert "toa" in BENCHMARKS
     assert main(["bench", "toa", "--image", str(path), "--size", "96x72", "--link",
-                 "lorawan-eu868:dr5", "--target", str(target), "--json"]) == 0
+                 "lorawan-eu868:dr5", "--target", str(target), "--json", "--plot",
+                 str(tmp_path / "one.png")]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["lpimg"]["reached"] is False
+    assert Image.open(tmp_path / "one.png").size[0] > 500  # drawn even without a ratio
     assert result["lpimg"]["best_msssim"] == best
     assert result["time_on_air_ratio"] is None
 
@@ -85,8 +87,10 @@ def test_a_folder_gives_each_ratio_and_their_median(tmp_path, capsys) -> None:
     quality = _prefix_quality(crop(160, 40, 96, 72))
     target = quality[min(2, len(quality) - 1)]
     assert main(["bench", "toa", "--images", str(folder), "--size", "96x72", "--link",
-                 "lorawan-eu868:dr5", "--target", str(target), "--json"]) == 0
+                 "lorawan-eu868:dr5", "--target", str(target), "--json", "--plot",
+                 str(tmp_path / "ratios.png")]) == 0
     result = json.loads(capsys.readouterr().out)
+    assert Image.open(tmp_path / "ratios.png").size[0] > 500
     rows = result["images"]
     assert [row["image"] for row in rows] == ["p0.png", "p1.png", "p2.png"]
     single = run(folder / "p0.png", "lorawan-eu868:dr5", target, size=(96, 72))

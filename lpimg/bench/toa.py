@@ -251,6 +251,49 @@ def run_folder(folder: str | Path, link: str = DEFAULT_LINK, target: float = 0.9
     }
 
 
+def plot(result: dict[str, Any], path: str | Path) -> None:
+    """One picture: MS-SSIM after each layer the server decoded, against payload bytes, with
+    JPEG's point and the target. A folder: each picture's ratio, the median and the 3x line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    target = result["target_msssim"]
+    if "images" in result:
+        rows = result["images"]
+        names = [Path(row["image"]).stem for row in rows]
+        ratios = [row["ratio"] or 0.0 for row in rows]
+        ax.bar(range(len(rows)), ratios, color=["C0" if r else "0.7" for r in ratios])
+        ax.axhline(3.0, color="C3", ls="--", label="3x (the issue's target)")
+        if result["median_ratio"] is not None:
+            ax.axhline(result["median_ratio"], color="C2", label=f"median {result['median_ratio']:.2f}x")
+        ax.set_xticks(range(len(rows)), names, rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel("time on air, JPEG / lpimg")
+        ax.set_title(f"{result['folder']} at {result['size']} over {result['link']}, "
+                     f"MS-SSIM {target}")
+    else:
+        lp, jp = result["lpimg"], result["jpeg"]
+        layers = lp["per_layer"]
+        ax.plot([r["bytes"] for r in layers], [r["msssim"] for r in layers], "o-", lw=2,
+                label=f"lpimg, layer by layer ({lp['time_on_air_s']:.1f} s on air)")
+        if jp.get("reached"):
+            ax.plot([jp["payload_bytes"]], [jp["msssim"]], "s", color="C1", ms=9,
+                    label=f"JPEG q{jp['quality']} ({jp['time_on_air_s']:.1f} s on air)")
+        ax.axhline(target, color="C3", ls="--", label=f"target {target}")
+        ax.set_xlabel("payload bytes")
+        ax.set_ylabel("MS-SSIM")
+        ratio = result["time_on_air_ratio"]
+        ax.set_title(f"{result['image']} over {result['link']}: "
+                     + ("no ratio" if ratio is None else f"{ratio:.2f}x less time on air"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("toa", help="time on air until MS-SSIM reaches a target: lpimg vs JPEG",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
@@ -264,6 +307,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", metavar="PNG", help="also draw the result here: the layers against "
+                   "JPEG for one picture, each picture's ratio for a folder")
     p.set_defaults(func=_cmd)
 
 
@@ -281,6 +326,8 @@ def _cmd(args: argparse.Namespace) -> int:
     if args.images:
         return _cmd_folder(args)
     result = run(args.image, args.link, args.target, _size(args.size), args.loss, args.seed, args.model)
+    if args.plot:
+        plot(result, args.plot)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -307,6 +354,8 @@ def _cmd(args: argparse.Namespace) -> int:
 def _cmd_folder(args: argparse.Namespace) -> int:
     result = run_folder(args.images, args.link, args.target, _size(args.size), args.loss, args.seed,
                         args.model, progress=not args.json)
+    if args.plot:
+        plot(result, args.plot)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
