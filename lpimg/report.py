@@ -40,9 +40,9 @@ class LayerRow:
     png_data: bytes | None = None
 
 
-def png_bytes(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
+    Image.fromarray(image).save(buf, format=fmt)
     return buf.getvalue()
 
 
@@ -50,9 +50,7 @@ def png_data_uri(image: np.ndarray | bytes, fmt: str = "PNG") -> str:
     if isinstance(image, bytes):
         data, mime = image, "image/jpeg" if fmt == "JPEG" else "image/png"
     else:
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format=fmt)
-        data, mime = buf.getvalue(), f"image/{fmt.lower()}"
+        data, mime = png_bytes(image, fmt), f"image/{fmt.lower()}"
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
@@ -111,12 +109,12 @@ def render(title: str, summary: dict[str, str], rows: Sequence[LayerRow],
             f"<td>{_fmt(r.jpeg_psnr, '.2f')}</td><td>{_fmt(r.jpeg_msssim, '.4f')}</td></tr>")
     figures = []
     for r in rows:
-        jpeg_uri = (png_data_uri(r.jpeg_data, "JPEG") if r.jpeg_data is not None
-                    else png_data_uri(r.jpeg_image) if r.jpeg_image is not None else "")
-        jpeg = (f"<figure><img src='{jpeg_uri}'><figcaption>JPEG q{r.jpeg_quality}, "
-                f"{r.jpeg_bytes} B, MS-SSIM {r.jpeg_msssim:.3f}</figcaption></figure>"
-                if r.jpeg_image is not None else
-                "<figure class='none'><div>no JPEG fits in this many bytes</div></figure>")
+        if r.jpeg_image is None:
+            jpeg = "<figure class='none'><div>no JPEG fits in this many bytes</div></figure>"
+        else:
+            theirs = png_data_uri(r.jpeg_data, "JPEG") if r.jpeg_data else png_data_uri(r.jpeg_image)
+            jpeg = (f"<figure><img src='{theirs}'><figcaption>JPEG q{r.jpeg_quality}, "
+                    f"{r.jpeg_bytes} B, MS-SSIM {r.jpeg_msssim:.3f}</figcaption></figure>")
         ours = png_data_uri(r.png_data or r.image)
         figures.append(
             f"<div class='pair'><figure><img src='{ours}'><figcaption>lpimg after "

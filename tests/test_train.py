@@ -196,8 +196,7 @@ def test_release_reuses_the_tables_of_a_model_with_the_same_analysis(data_dir, t
     for spec, data in enc.encode_all():
         dec.apply(spec, data)
     assert np.array_equal(dec.bitplanes.q, enc.latents)
-    joint = dataclasses.replace(cfg, out=str(tmp_path / "joint"))
-    joint = dataclasses.replace(joint, freeze_encoder=False)
+    joint = dataclasses.replace(cfg, out=str(tmp_path / "joint"), freeze_encoder=False)
     moved = load_trained_model(train(joint, progress=False))
     with pytest.raises(CodecError, match="fit them instead"):
         tables_of_same_analysis(moved, shipped)
